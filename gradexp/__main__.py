@@ -1,0 +1,3 @@
+from gradexp.cli import main
+
+main()

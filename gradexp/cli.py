@@ -1,0 +1,37 @@
+"""The `gradexp` command: a thin wrapper that turns a Hydra config into a call to `train`."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from gradexp.config import CONFIG_DIR, ConfigError
+from gradexp.config.preflight import check_command_line
+
+EXIT_CONFIG_ERROR = 2
+
+
+def main() -> None:
+    """Entry point of `gradexp` and `python -m gradexp`."""
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as error:
+        _fail(error)
+    _hydra_main()
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from gradexp.engine import train  # torch loads only when a run really starts
+
+    try:
+        train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        _fail(error)
+
+
+def _fail(error: ConfigError) -> None:
+    print(f"gradexp: error: {error}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG_ERROR)

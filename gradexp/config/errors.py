@@ -1,0 +1,26 @@
+"""The one exception for a user's mistake in a config."""
+
+
+class ConfigError(ValueError):
+    """A config value that gradexp cannot run with. Its message is one line that names the key,
+    the value and what is allowed, so the CLI can print it as is."""
+
+    def __init__(self, key: str, value: object, problem: str, allowed: str | None = None):
+        self.key, self.value, self.problem, self.allowed = key, value, problem, allowed
+        shown = _show(value)
+        message = f"{key}={shown}: {problem}" if shown is not None else f"{key}: {problem}"
+        super().__init__(message + (f"; allowed: {allowed}" if allowed else ""))
+
+
+def _show(value: object) -> str | None:
+    if value is _NO_VALUE:
+        return None
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+_NO_VALUE = object()
+NO_VALUE = _NO_VALUE  # for problems that concern a key rather than its value

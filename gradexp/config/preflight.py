@@ -1,0 +1,102 @@
+"""Check a command line before Hydra runs it, so that every mistake in it is one line.
+
+Hydra reports a missing choice or key with several lines and its config search path, and a
+sweep with a bad value in its last job fails only after the other jobs ran. Here each override
+is composed and validated first: the base job (the first value of every sweep), then each other
+value of each sweep in turn.
+"""
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser  # Hydra's own CLI parser, so flags match exactly
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+
+from gradexp.config import CONFIG_DIR
+from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.validate import validate
+
+# Flags after which Hydra composes no job config, or composes one from elsewhere.
+_SKIP_FLAGS = ("help", "hydra_help", "version", "shell_completion", "info", "config_path",
+               "config_dir", "experimental_rerun")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Raise ConfigError for the first override that cannot run; return quietly otherwise."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except OverrideParseException as error:
+        raise ConfigError("override", NO_VALUE, f"cannot parse it: {_first_line(error)}") from None
+    overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
+        for job in _jobs(overrides):
+            cfg = _compose(args.config_name or "config", job)
+            validate(cfg)
+            _check_activation_applies(cfg, job)
+
+
+def _jobs(overrides: list[Override]) -> list[list[str]]:
+    """Override lists that between them try every value of every sweep at least once."""
+    choices = [_values(o) for o in overrides]
+    base = [values[0] for values in choices if values]
+    jobs = [base]
+    position = 0
+    for values in choices:
+        if not values:
+            continue
+        for other in values[1:]:
+            jobs.append(base[:position] + [other] + base[position + 1 :])
+        position += 1
+    return jobs
+
+
+def _values(o: Override) -> list[str]:
+    """Each value the override can take, as 'key=value'; none for a sweep Hydra's sweeper
+    expands itself (interval, glob), whose key keeps its config value here."""
+    if o.is_delete() or not o.is_sweep_override():
+        return [o.input_line]
+    if o.value_type in (ValueType.INTERVAL_SWEEP, ValueType.GLOB_CHOICE_SWEEP):
+        return []
+    key = o.get_key_element()
+    return [f"{key}={Override._get_value_element_as_str(v)}" for v in o.sweep_iterator()]
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    try:
+        return compose(config_name, overrides=overrides)
+    except MissingConfigException as error:
+        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
+        if group and error.options:
+            raise ConfigError(group, choice, "no such choice", ", ".join(error.options)) from None
+        raise ConfigError(config_name, NO_VALUE, _first_line(error)) from None
+    except ConfigCompositionException as error:
+        cause = error.__cause__
+        key = getattr(cause, "full_key", None)
+        if key and "not in struct" in str(cause):
+            raise ConfigError(key, NO_VALUE, "no such key", _siblings(config_name, overrides, key)) from None
+        raise ConfigError("override", NO_VALUE, _first_line(cause or error)) from None
+
+
+def _siblings(config_name: str, overrides: list[str], key: str) -> str:
+    """The keys that do exist beside an unknown one, from the config without the bad override."""
+    parent = key.rpartition(".")[0]
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+    node = compose(config_name, overrides=kept)
+    node = node.get(parent) if parent else node
+    return ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
+
+
+def _check_activation_applies(cfg: DictConfig, job: list[str]) -> None:
+    chosen = next((o for o in job if o.split("=")[0].split(".")[0] == "activation"), None)
+    if chosen and cfg.model.name == "rnn":
+        raise ConfigError(chosen.split("=")[0], chosen.partition("=")[2],
+                          "applies to model=mlp; an RNN's nonlinearity is model.cell",
+                          "model.cell=rnn_tanh, rnn_relu, lstm, gru")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0]

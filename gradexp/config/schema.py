@@ -1,0 +1,138 @@
+"""Typed schemas for every config group: the YAML files in configs/ are checked against these.
+
+A group's YAML files decide which keys each choice has (Hydra rejects any other key); these
+dataclasses decide each key's type. Fields that only some choices use carry a default, so one
+schema serves the whole group. Ranges and cross-field rules live in `validate.py`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    depth: int = 6  # hidden layers
+    width: int = 128  # units per hidden layer
+    residual: bool = False  # skip connection around each width-preserving hidden layer
+    dropout: float = 0.0  # after each activation
+
+
+@dataclass
+class RNNConfig:
+    name: str = "rnn"
+    cell: str = "rnn_tanh"  # rnn_tanh | rnn_relu | lstm | gru
+    hidden_size: int = 64
+    num_layers: int = 1
+    recurrent_init: str | None = None  # null: the init group sets W_hh too
+    recurrent_gain: float = 1.0  # spectral scale of W_hh under recurrent_init
+
+
+MODEL_SCHEMAS = {"mlp": MLPConfig, "rnn": RNNConfig}
+
+
+@dataclass
+class ActivationConfig:
+    name: str = MISSING
+    negative_slope: float = 0.01  # leaky_relu
+    alpha: float = 1.0  # elu
+
+
+@dataclass
+class InitConfig:
+    name: str = MISSING
+    bias: float | None = 0.0  # null (init=default only): keep PyTorch's biases
+    gain: float = 1.0  # xavier_*, orthogonal
+    mean: float = 0.0  # normal
+    std: float = 0.02  # normal
+    low: float = -0.05  # uniform
+    high: float = 0.05  # uniform
+    value: float = 0.01  # constant
+    mode: str = "fan_in"  # kaiming_*
+    nonlinearity: str = "relu"  # kaiming_*
+    a: float = 0.0  # kaiming_*: negative slope for nonlinearity=leaky_relu
+
+
+@dataclass
+class NormConfig:
+    name: str = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # momentum, nesterov, rmsprop
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+    eps: float = 1e-8  # adagrad, rmsprop, adam, adamw
+    alpha: float = 0.99  # rmsprop
+    lr_decay: float = 0.0  # adagrad
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+    step_size: int = 100  # step
+    gamma: float = 0.5  # step, exponential
+    t_max: int | None = None  # cosine; null: trainer.steps
+    eta_min: float = 0.0  # cosine
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    n_train: int = 4096
+    n_val: int = 1024
+    d_in: int = 32  # blobs, teacher
+    n_classes: int = 4  # blobs
+    separation: float = 3.0  # blobs
+    d_out: int = 1  # teacher
+    teacher_width: int = 64  # teacher
+    noise: float = 0.1  # teacher
+    seq_len: int = 50  # adding
+
+
+@dataclass
+class ClipConfig:
+    max_norm: float | None = None
+    value: float | None = None
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 500
+    batch_size: int = 128
+    grad_accum: int = 1
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 10
+    eval_every: int = 100
+    clip: ClipConfig = field(default_factory=ClipConfig)
+
+
+@dataclass
+class RunConfig:
+    """The whole validated configuration of one run, as the builders and the engine read it."""
+
+    model: Any  # MLPConfig | RNNConfig, chosen by model.name
+    activation: ActivationConfig
+    init: InitConfig
+    norm: NormConfig
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    task: TaskConfig
+    trainer: TrainerConfig
+
+
+GROUP_SCHEMAS = {
+    "activation": ActivationConfig,
+    "init": InitConfig,
+    "norm": NormConfig,
+    "optimizer": OptimizerConfig,
+    "scheduler": SchedulerConfig,
+    "task": TaskConfig,
+    "trainer": TrainerConfig,
+}

@@ -1,0 +1,197 @@
+"""Check a composed config before anything is built: types against the schemas, then ranges and
+combinations. Every failure is a ConfigError naming the key, the value and what is allowed;
+code after this point trusts the config."""
+
+import dataclasses
+import typing
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from gradexp.activations import ACTIVATIONS
+from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, RunConfig
+from gradexp.device import device_problem
+from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES, RECURRENT_INITIALIZERS
+from gradexp.models import RNN_CELLS
+from gradexp.norms import NORMS
+from gradexp.optim import OPTIMIZERS, SCHEDULERS
+from gradexp.tasks import TASKS
+
+GROUPS = ("model", *GROUP_SCHEMAS)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Return the typed config, or raise ConfigError for the first thing wrong with it."""
+    unknown = [key for key in cfg if key not in GROUPS] if isinstance(cfg, DictConfig) else []
+    if unknown:
+        raise ConfigError(str(unknown[0]), NO_VALUE, "no such key", ", ".join(GROUPS))
+    typed = RunConfig(**{group: _typed_group(cfg, group) for group in GROUPS})
+    _check_choices(typed)
+    _check_ranges(typed)
+    _check_combinations(typed)
+    return typed
+
+
+def _typed_group(cfg: DictConfig, group: str):
+    node = cfg.get(group) if isinstance(cfg, DictConfig) else None
+    if node is None:
+        raise ConfigError(group, NO_VALUE, "missing", ", ".join(_group_choices(group)))
+    if group == "model":
+        name = node.get("name")
+        _choice("model", name, MODEL_SCHEMAS)
+        schema = MODEL_SCHEMAS[name]
+    else:
+        schema = GROUP_SCHEMAS[group]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        key = f"{group}.{error.full_key}" if error.full_key else group
+        field_type = _field_type(schema, str(error.full_key))
+        if isinstance(error, ConfigKeyError) or field_type is None:
+            keys = ", ".join(f.name for f in dataclasses.fields(schema))
+            raise ConfigError(key, NO_VALUE, "no such key", keys) from None
+        value = OmegaConf.select(node, str(error.full_key), default=None)
+        raise ConfigError(key, value, "wrong type", _describe(field_type)) from None
+
+
+def _group_choices(group: str) -> list[str]:
+    registry = {"model": MODEL_SCHEMAS, **_REGISTRIES}.get(group)
+    return sorted(registry) if registry else []
+
+
+def _field_type(schema, path: str):
+    """The annotated type of a (possibly nested) field, or None if there is no such field."""
+    for part in path.split("."):
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            return None
+        schema = hints[part]
+    return schema
+
+
+def _describe(field_type) -> str:
+    args = typing.get_args(field_type)
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)][0]
+        return f"{_describe(inner)} or null"
+    if typing.get_origin(field_type) in (list, list):
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(field_type, str(field_type))
+
+
+_REGISTRIES = {
+    "activation": ACTIVATIONS,
+    "init": INITIALIZERS,
+    "norm": NORMS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "task": TASKS,
+}
+
+
+def _choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(key, value, "no such choice", ", ".join(sorted(choices)))
+
+
+def _require(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, "out of range", allowed)
+
+
+def _check_choices(c: RunConfig) -> None:
+    for group, registry in _REGISTRIES.items():
+        _choice(group, getattr(c, group).name, registry)
+    if c.model.name == "rnn":
+        _choice("model.cell", c.model.cell, RNN_CELLS)
+        if c.model.recurrent_init is not None:
+            _choice("model.recurrent_init", c.model.recurrent_init, ["null", *RECURRENT_INITIALIZERS])
+    if c.init.name.startswith("kaiming"):
+        _choice("init.mode", c.init.mode, KAIMING_MODES)
+        _choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)
+
+
+def _at_least(c, group: str, key: str, low) -> None:
+    value = getattr(getattr(c, group), key)
+    kind = "an integer" if isinstance(low, int) else "a number"
+    _require(value >= low, f"{group}.{key}", value, f"{kind} >= {low}")
+
+
+def _positive(c, group: str, key: str, nullable: bool = False) -> None:
+    value = getattr(getattr(c, group), key)
+    if value is None and nullable:
+        return
+    _require(value is not None and value > 0, f"{group}.{key}", value,
+             "a number > 0" + (" or null" if nullable else ""))
+
+
+def _fraction(c, group: str, key: str) -> None:
+    value = getattr(getattr(c, group), key)
+    _require(0 <= value < 1, f"{group}.{key}", value, "a number in [0, 1)")
+
+
+def _check_ranges(c: RunConfig) -> None:
+    if c.model.name == "mlp":
+        _at_least(c, "model", "depth", 1)
+        _at_least(c, "model", "width", 1)
+        _fraction(c, "model", "dropout")
+    else:
+        _at_least(c, "model", "hidden_size", 1)
+        _at_least(c, "model", "num_layers", 1)
+        _positive(c, "model", "recurrent_gain")
+    _at_least(c, "activation", "alpha", 0.0)
+    _check_init_ranges(c)
+    _check_optimizer_ranges(c)
+    for key in ("step_size",):
+        _at_least(c, "scheduler", key, 1)
+    _positive(c, "scheduler", "gamma")
+    _require(c.scheduler.t_max is None or c.scheduler.t_max >= 1, "scheduler.t_max",
+             c.scheduler.t_max, "an integer >= 1 or null")
+    _at_least(c, "scheduler", "eta_min", 0.0)
+    for key in ("n_train", "n_val", "d_in", "d_out", "teacher_width"):
+        _at_least(c, "task", key, 1)
+    _at_least(c, "task", "n_classes", 2)
+    _at_least(c, "task", "seq_len", 2)
+    _at_least(c, "task", "separation", 0.0)
+    _at_least(c, "task", "noise", 0.0)
+    for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_every"):
+        _at_least(c, "trainer", key, 1)
+    _at_least(c, "trainer", "seed", 0)
+    for key in ("max_norm", "value"):
+        value = getattr(c.trainer.clip, key)
+        _require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")
+
+
+def _check_init_ranges(c: RunConfig) -> None:
+    _at_least(c, "init", "std", 0.0)
+    _at_least(c, "init", "gain", 0.0)
+    _require(c.init.low < c.init.high, "init.high", c.init.high, f"a number > init.low ({c.init.low})")
+
+
+def _check_optimizer_ranges(c: RunConfig) -> None:
+    _positive(c, "optimizer", "lr")
+    _at_least(c, "optimizer", "weight_decay", 0.0)
+    _fraction(c, "optimizer", "momentum")
+    _fraction(c, "optimizer", "alpha")
+    _positive(c, "optimizer", "eps")
+    _at_least(c, "optimizer", "lr_decay", 0.0)
+    betas = c.optimizer.betas
+    _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas,
+             "two numbers in [0, 1)")
+    if c.optimizer.name == "nesterov":
+        _require(c.optimizer.momentum > 0, "optimizer.momentum", c.optimizer.momentum,
+                 "a number in (0, 1) for nesterov")
+
+
+def _check_combinations(c: RunConfig) -> None:
+    if c.model.name == "rnn" and c.norm.name != "none":
+        raise ConfigError("norm", c.norm.name, "not supported with model=rnn (normalization sits "
+                          "between an MLP's linear maps and activations)", "none")
+    _require(c.trainer.batch_size <= c.task.n_train, "trainer.batch_size", c.trainer.batch_size,
+             f"an integer <= task.n_train ({c.task.n_train})")
+    problem = device_problem(c.trainer.device)
+    if problem is not None:
+        raise ConfigError("trainer.device", c.trainer.device, *problem)

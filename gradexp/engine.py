@@ -1,0 +1,210 @@
+"""Train one configured experiment end to end: build, train, record, summarize.
+
+Data flows one way: validated config -> task, model, optimizer -> training loop -> recorder ->
+sinks (TensorBoard, terminal) and summary.json. `train` returns the summary, so tests and sweeps
+call it directly; the CLI is a thin wrapper around it.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+import gradexp
+from gradexp.clipping import clip_gradients
+from gradexp.config import RunConfig, validate
+from gradexp.device import resolve_device
+from gradexp.models import build_model
+from gradexp.optim import OPTIMIZERS, SCHEDULERS
+from gradexp.recorder import GradientRecorder
+from gradexp.sinks.console import ConsoleSink
+from gradexp.sinks.summary import write_json_atomic
+from gradexp.sinks.tensorboard import TensorBoardSink
+from gradexp.tasks import Task, build_task
+
+log = logging.getLogger(__name__)
+EVAL_CHUNK = 1024  # examples per forward pass when evaluating a whole split
+
+
+class Batches:
+    """Shuffled mini-batches, epoch after epoch, dropping each epoch's incomplete tail. The order
+    comes from a CPU generator so it is the same on every device; one index copy per epoch."""
+
+    def __init__(self, task: Task, batch_size: int, seed: int):
+        self.task, self.batch_size = task, batch_size
+        self._generator = torch.Generator().manual_seed(seed + 1)
+        self._order, self._pos = None, 0
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        n = self.task.x_train.shape[0]
+        if self._order is None or self._pos + self.batch_size > n:
+            order = torch.randperm(n, generator=self._generator)
+            self._order, self._pos = order.to(self.task.x_train.device, non_blocking=True), 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.task.x_train[idx], self.task.y_train[idx]
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    run_dir: Path
+    device: torch.device
+    task: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: Batches
+    recorder: GradientRecorder
+    tensorboard: TensorBoardSink
+    console: ConsoleSink | None
+    started: float
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.task.classification:
+            return F.cross_entropy(output, target)
+        return F.mse_loss(output, target)
+
+
+def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
+    """Train the experiment `cfg` describes, writing its records into `run_dir`; return the
+    summary (also written to run_dir/summary.json). A divergence is a result, not an error."""
+    config = validate(cfg)
+    run = _setup(config, Path(run_dir), show_progress)
+    log.info("run directory %s", run.run_dir)
+    status, error = "completed", None
+    try:
+        _train_loop(run)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        summary = _finish(run, cfg, status, error)
+    return summary
+
+
+def _setup(config: RunConfig, run_dir: Path, show_progress: bool) -> Run:
+    t = config.trainer
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    task = build_task(config.task, t.seed).to(device)
+    model = build_model(config, task).to(device)
+    optimizer = OPTIMIZERS[config.optimizer.name](model.parameters(), config.optimizer)
+    scheduler = SCHEDULERS[config.scheduler.name](optimizer, config.scheduler, t.steps)
+    clipping = t.clip.max_norm is not None or t.clip.value is not None
+    recorder = GradientRecorder(model, model.layers(), t.log_every, t.steps - 1, clipping)
+    run = Run(config, run_dir, device, task, model, optimizer, scheduler,
+              Batches(task, t.batch_size, t.seed), recorder, TensorBoardSink(run_dir),
+              ConsoleSink(t.steps) if show_progress else None, started)
+    if run.console:
+        run.console.start(describe(run))
+    return run
+
+
+def _train_loop(run: Run) -> None:
+    t = run.config.trainer
+    clipping = run.recorder.clipping
+    for step in range(t.steps):
+        if step % t.eval_every == 0:
+            run.recorder.record_eval(step, evaluate(run, "val"))
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=run.device)
+        for _ in range(t.grad_accum):
+            x, y = run.batches.next()
+            micro_loss = run.loss(run.model(x), y) / t.grad_accum
+            micro_loss.backward()
+            loss += micro_loss.detach()
+        total = run.recorder.total_norm()
+        clipped = clip_gradients(run.recorder.params, total, t.clip) if clipping else total
+        run.recorder.record_step(step, loss, total, clipped, run.scheduler.get_last_lr()[0])
+        run.optimizer.step()
+        run.scheduler.step()
+        if run.recorder.due():
+            _write(run, run.recorder.flush())
+            if run.recorder.divergence is not None:
+                return
+
+
+@torch.no_grad()
+def evaluate(run: Run, split: str) -> dict[str, Tensor]:
+    """Loss (and accuracy) of the current model on a whole split, in eval mode, as device
+    tensors: reading them would sync, so the recorder reads them at its next flush."""
+    x, y = getattr(run.task, f"x_{split}"), getattr(run.task, f"y_{split}")
+    run.model.eval()
+    output = torch.cat([run.model(chunk) for chunk in x.split(EVAL_CHUNK)])
+    run.model.train()
+    metrics = {f"loss/{split}": run.loss(output, y)}
+    if run.task.classification:
+        metrics[f"acc/{split}"] = (output.argmax(dim=1) == y).float().mean()
+    return metrics
+
+
+def _write(run: Run, records) -> None:
+    run.tensorboard.write(records)
+    if run.console:
+        run.console.write(records)
+
+
+def _finish(run: Run, cfg: DictConfig, status: str, error: str | None) -> dict:
+    """Flush what was measured, evaluate a completed run, close the sinks and write the
+    summary; runs whatever happened, so no measurement is lost."""
+    recorder, steps = run.recorder, run.config.trainer.steps
+    _write(run, recorder.flush())
+    final = {}
+    if recorder.divergence is not None and status != "failed":
+        status = "diverged"
+    if status == "completed":
+        final = {**evaluate(run, "val"), **evaluate(run, "train")}
+        recorder.record_eval(steps, {k: v for k, v in final.items() if k.endswith("/val")})
+        _write(run, recorder.flush())
+        final = {k: v.item() for k, v in final.items()}
+    run.tensorboard.close()
+    last = recorder.last
+    divergence = recorder.divergence
+    summary = {
+        "status": status,
+        "steps_completed": divergence.step if divergence else recorder.steps_measured,
+        "last_recorded_step": last.step if last else None,
+        "layers": recorder.layer_names,
+        "grad_norm_first": recorder.layer_norms(recorder.first),
+        "grad_norm_last": recorder.layer_norms(last),
+        "final_train_loss": final.get("loss/train"),
+        "final_val_loss": final.get("loss/val"),
+        "final_val_acc": final.get("acc/val"),
+        "diverged_step": divergence.step if divergence else None,
+        "first_nonfinite_layer": divergence.first_nonfinite_layer if divergence else None,
+        "error": error,
+        "wall_time_s": round(time.perf_counter() - run.started, 3),
+        "device": str(run.device),
+        "num_params": sum(p.numel() for p in run.model.parameters()),
+        "gradexp_version": gradexp.__version__,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    write_json_atomic(run.run_dir / "summary.json", summary)
+    log.info("status %s after %d steps", status, summary["steps_completed"])
+    if run.console:
+        run.console.finish(summary, str(run.run_dir))
+    return summary
+
+
+def describe(run: Run) -> str:
+    """One line that says what is being trained, for the top of the terminal output."""
+    c = run.config
+    if c.model.name == "mlp":
+        model = f"mlp {c.model.depth}x{c.model.width} {c.activation.name} norm={c.norm.name}"
+        model += " residual" if c.model.residual else ""
+    else:
+        model = f"rnn {c.model.cell} {c.model.num_layers}x{c.model.hidden_size}"
+    params = sum(p.numel() for p in run.model.parameters())
+    return (f"[bold]gradexp[/] {model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
+            f"| task={c.task.name} | {c.trainer.steps} steps on {run.device} | {params:,} params")

@@ -1,0 +1,120 @@
+"""Per-layer gradient norms, measured every step at the cost of one batched kernel and kept on
+the training device until a flush, so recording never makes the host wait for the GPU.
+
+Every step is measured, not only the logged ones, because divergence must be caught at the step
+it happens; the extra cost is one `_foreach_norm` over the gradients (the kernel PyTorch's own
+`clip_grad_norm_` uses), a few percent of a step.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+FLUSH_SECONDS = 1.0  # how often measurements are copied to the host, written and checked
+
+
+@dataclass
+class StepRecord:
+    """What the sinks receive for one logged step: scalar tags (TensorBoard names) to values."""
+
+    step: int
+    scalars: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Divergence:
+    step: int
+    first_nonfinite_layer: str | None  # None when only the loss went non-finite
+
+
+class GradientRecorder:
+    """Measures the gradient after each backward pass; hands logged steps to the sinks at flush.
+
+    A row per step holds [loss, total norm, total norm after clipping, one norm per parameter],
+    with the recorded layers' weight matrices first, input to output.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Parameter]], log_every: int,
+                 last_step: int, clipping: bool):
+        self.layer_names = [name for name, _ in layers]
+        named_weights = {id(w) for _, w in layers}
+        self.param_names = self.layer_names + [
+            n for n, p in model.named_parameters() if id(p) not in named_weights
+        ]
+        self.params = [w for _, w in layers] + [
+            p for p in model.parameters() if id(p) not in named_weights
+        ]
+        self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
+        self._rows: list[tuple[int, float, Tensor]] = []  # (step, lr, row on device)
+        self._evals: list[tuple[int, dict[str, Tensor]]] = []
+        self._last_flush = time.monotonic()
+        self.first: StepRecord | None = None
+        self.last: StepRecord | None = None
+        self.divergence: Divergence | None = None
+        self.steps_measured = 0
+
+    def total_norm(self) -> Tensor:
+        """Measure every parameter's gradient norm (one batched kernel); return the total."""
+        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.params]
+        self._norms = torch.stack(torch._foreach_norm(grads))
+        return torch.linalg.vector_norm(self._norms)
+
+    def record_step(self, step: int, loss: Tensor, total: Tensor, clipped_total: Tensor, lr: float) -> None:
+        """Keep this step's measurements on the device; call after `total_norm` and clipping."""
+        head = torch.stack([loss.detach().float(), total, clipped_total])
+        self._rows.append((step, lr, torch.cat([head, self._norms.float()])))
+        self.steps_measured += 1
+
+    def record_eval(self, step: int, metrics: dict[str, Tensor]) -> None:
+        self._evals.append((step, metrics))
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_flush >= FLUSH_SECONDS
+
+    def flush(self) -> list[StepRecord]:
+        """Copy pending measurements to the host (the only sync), find a divergence, and return
+        the records to write: logged steps up to and including the first non-finite one."""
+        self._last_flush = time.monotonic()
+        records: dict[int, StepRecord] = {}
+        if self._rows:
+            table = torch.stack([row for _, _, row in self._rows]).cpu().tolist()
+            for (step, lr, _), values in zip(self._rows, table):
+                if self.divergence is not None:
+                    break
+                bad = not all(math.isfinite(v) for v in values)
+                if step % self.log_every == 0 or step == self.last_step or bad:
+                    records[step] = self._step_record(step, lr, values)
+                if bad:
+                    self._diverge(step, values)
+        for step, metrics in self._evals:
+            if self.divergence is None or step <= self.divergence.step:
+                values = torch.stack(list(metrics.values())).cpu().tolist()
+                record = records.setdefault(step, StepRecord(step))
+                record.scalars.update(zip(metrics, values))
+        self._rows, self._evals = [], []
+        return [records[s] for s in sorted(records)]
+
+    def _step_record(self, step: int, lr: float, values: list[float]) -> StepRecord:
+        loss, total, clipped_total = values[:3]
+        scalars = {"loss/train": loss, "lr": lr, "grad_norm/total": total}
+        if self.clipping:
+            scalars["grad_norm/total_clipped"] = clipped_total
+        layer_norms = values[3 : 3 + len(self.layer_names)]
+        scalars.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
+        record = StepRecord(step, scalars)
+        self.first = self.first or record
+        self.last = record
+        return record
+
+    def _diverge(self, step: int, values: list[float]) -> None:
+        norms = values[3:]
+        culprit = next((n for n, v in zip(self.param_names, norms) if not math.isfinite(v)), None)
+        self.divergence = Divergence(step, culprit)
+
+    def layer_norms(self, record: StepRecord | None) -> dict[str, float]:
+        if record is None:
+            return {}
+        return {n: record.scalars[f"grad_norm/{n}"] for n in self.layer_names}

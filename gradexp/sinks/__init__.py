@@ -1,0 +1,1 @@
+"""Where a run's records go. A sink writes what it is given; it never decides what is measured."""
