@@ -65,6 +65,5 @@ def identity(cfg: ActivationConfig) -> nn.Module:
 
 
 ACTIVATIONS: dict[str, Callable[[ActivationConfig], nn.Module]] = {
-    f.__name__: f
-    for f in (sigmoid, tanh, relu, leaky_relu, elu, gelu, selu, softsign, identity)
+    f.__name__: f for f in (sigmoid, tanh, relu, leaky_relu, elu, gelu, selu, softsign, identity)
 }

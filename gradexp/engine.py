@@ -103,9 +103,20 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool) -> Run:
     scheduler = SCHEDULERS[config.scheduler.name](optimizer, config.scheduler, t.steps)
     clipping = t.clip.max_norm is not None or t.clip.value is not None
     recorder = GradientRecorder(model, model.layers(), t.log_every, t.steps - 1, clipping)
-    run = Run(config, run_dir, device, task, model, optimizer, scheduler,
-              Batches(task, t.batch_size, t.seed), recorder, TensorBoardSink(run_dir),
-              ConsoleSink(t.steps) if show_progress else None, started)
+    run = Run(
+        config,
+        run_dir,
+        device,
+        task,
+        model,
+        optimizer,
+        scheduler,
+        Batches(task, t.batch_size, t.seed),
+        recorder,
+        TensorBoardSink(run_dir),
+        ConsoleSink(t.steps) if show_progress else None,
+        started,
+    )
     if run.console:
         run.console.start(describe(run))
     return run
@@ -206,5 +217,7 @@ def describe(run: Run) -> str:
     else:
         model = f"rnn {c.model.cell} {c.model.num_layers}x{c.model.hidden_size}"
     params = sum(p.numel() for p in run.model.parameters())
-    return (f"[bold]gradexp[/] {model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
-            f"| task={c.task.name} | {c.trainer.steps} steps on {run.device} | {params:,} params")
+    return (
+        f"[bold]gradexp[/] {model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
+        f"| task={c.task.name} | {c.trainer.steps} steps on {run.device} | {params:,} params"
+    )

@@ -109,8 +109,12 @@ def build_model(cfg: RunConfig, task: Task) -> nn.Module:
         model = RNN(features, task.d_out, cfg)
     weights = [w for _, w in model.layers()]
     biases = [p for name, p in model.named_parameters() if "bias" in name.split(".")[-1]]
-    norm_params = {id(p) for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))
-                   for p in m.parameters()}
+    norm_params = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))
+        for p in m.parameters()
+    }
     initialize(weights, [b for b in biases if id(b) not in norm_params], cfg.init)
     if isinstance(model, RNN) and cfg.model.recurrent_init is not None:
         for w_hh in model.recurrent_weights():

@@ -30,17 +30,13 @@ def momentum(params: Params, c: OptimizerConfig) -> Optimizer:
 
 def nesterov(params: Params, c: OptimizerConfig) -> Optimizer:
     """Nesterov momentum (Sutskever et al. 2013): the gradient is taken at the look-ahead point."""
-    return torch.optim.SGD(
-        params, lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay
-    )
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay)
 
 
 def adagrad(params: Params, c: OptimizerConfig) -> Optimizer:
     """AdaGrad (Duchi et al. 2011): divides by the root of the sum of all past squared
     gradients, so the effective step only shrinks."""
-    return torch.optim.Adagrad(
-        params, lr=c.lr, lr_decay=c.lr_decay, eps=c.eps, weight_decay=c.weight_decay
-    )
+    return torch.optim.Adagrad(params, lr=c.lr, lr_decay=c.lr_decay, eps=c.eps, weight_decay=c.weight_decay)
 
 
 def rmsprop(params: Params, c: OptimizerConfig) -> Optimizer:
@@ -54,17 +50,13 @@ def rmsprop(params: Params, c: OptimizerConfig) -> Optimizer:
 def adam(params: Params, c: OptimizerConfig) -> Optimizer:
     """Adam (Kingma & Ba 2015): momentum over an RMS-normalized gradient; each step is about lr in
     size whatever the gradient's scale."""
-    return torch.optim.Adam(
-        params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay
-    )
+    return torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
 
 
 def adamw(params: Params, c: OptimizerConfig) -> Optimizer:
     """AdamW (Loshchilov & Hutter 2019): Adam with weight decay applied to the weights, not
     folded into the normalized gradient."""
-    return torch.optim.AdamW(
-        params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay
-    )
+    return torch.optim.AdamW(params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
 
 
 OPTIMIZERS: dict[str, Callable[[Params, OptimizerConfig], Optimizer]] = {

@@ -37,16 +37,20 @@ class GradientRecorder:
     with the recorded layers' weight matrices first, input to output.
     """
 
-    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Parameter]], log_every: int,
-                 last_step: int, clipping: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[tuple[str, nn.Parameter]],
+        log_every: int,
+        last_step: int,
+        clipping: bool,
+    ):
         self.layer_names = [name for name, _ in layers]
         named_weights = {id(w) for _, w in layers}
         self.param_names = self.layer_names + [
             n for n, p in model.named_parameters() if id(p) not in named_weights
         ]
-        self.params = [w for _, w in layers] + [
-            p for p in model.parameters() if id(p) not in named_weights
-        ]
+        self.params = [w for _, w in layers] + [p for p in model.parameters() if id(p) not in named_weights]
         self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
         self._rows: list[tuple[int, float, Tensor]] = []  # (step, lr, row on device)
         self._evals: list[tuple[int, dict[str, Tensor]]] = []

@@ -18,8 +18,16 @@ from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.validate import validate
 
 # Flags after which Hydra composes no job config, or composes one from elsewhere.
-_SKIP_FLAGS = ("help", "hydra_help", "version", "shell_completion", "info", "config_path",
-               "config_dir", "experimental_rerun")
+_SKIP_FLAGS = (
+    "help",
+    "hydra_help",
+    "version",
+    "shell_completion",
+    "info",
+    "config_path",
+    "config_dir",
+    "experimental_rerun",
+)
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -93,9 +101,12 @@ def _siblings(config_name: str, overrides: list[str], key: str) -> str:
 def _check_activation_applies(cfg: DictConfig, job: list[str]) -> None:
     chosen = next((o for o in job if o.split("=")[0].split(".")[0] == "activation"), None)
     if chosen and cfg.model.name == "rnn":
-        raise ConfigError(chosen.split("=")[0], chosen.partition("=")[2],
-                          "applies to model=mlp; an RNN's nonlinearity is model.cell",
-                          "model.cell=rnn_tanh, rnn_relu, lstm, gru")
+        raise ConfigError(
+            chosen.split("=")[0],
+            chosen.partition("=")[2],
+            "applies to model=mlp; an RNN's nonlinearity is model.cell",
+            "model.cell=rnn_tanh, rnn_relu, lstm, gru",
+        )
 
 
 def _first_line(error: BaseException) -> str:

@@ -124,8 +124,12 @@ def _positive(c, group: str, key: str, nullable: bool = False) -> None:
     value = getattr(getattr(c, group), key)
     if value is None and nullable:
         return
-    _require(value is not None and value > 0, f"{group}.{key}", value,
-             "a number > 0" + (" or null" if nullable else ""))
+    _require(
+        value is not None and value > 0,
+        f"{group}.{key}",
+        value,
+        "a number > 0" + (" or null" if nullable else ""),
+    )
 
 
 def _fraction(c, group: str, key: str) -> None:
@@ -148,8 +152,12 @@ def _check_ranges(c: RunConfig) -> None:
     for key in ("step_size",):
         _at_least(c, "scheduler", key, 1)
     _positive(c, "scheduler", "gamma")
-    _require(c.scheduler.t_max is None or c.scheduler.t_max >= 1, "scheduler.t_max",
-             c.scheduler.t_max, "an integer >= 1 or null")
+    _require(
+        c.scheduler.t_max is None or c.scheduler.t_max >= 1,
+        "scheduler.t_max",
+        c.scheduler.t_max,
+        "an integer >= 1 or null",
+    )
     _at_least(c, "scheduler", "eta_min", 0.0)
     for key in ("n_train", "n_val", "d_in", "d_out", "teacher_width"):
         _at_least(c, "task", key, 1)
@@ -179,19 +187,32 @@ def _check_optimizer_ranges(c: RunConfig) -> None:
     _positive(c, "optimizer", "eps")
     _at_least(c, "optimizer", "lr_decay", 0.0)
     betas = c.optimizer.betas
-    _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas,
-             "two numbers in [0, 1)")
+    _require(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas, "two numbers in [0, 1)"
+    )
     if c.optimizer.name == "nesterov":
-        _require(c.optimizer.momentum > 0, "optimizer.momentum", c.optimizer.momentum,
-                 "a number in (0, 1) for nesterov")
+        _require(
+            c.optimizer.momentum > 0,
+            "optimizer.momentum",
+            c.optimizer.momentum,
+            "a number in (0, 1) for nesterov",
+        )
 
 
 def _check_combinations(c: RunConfig) -> None:
     if c.model.name == "rnn" and c.norm.name != "none":
-        raise ConfigError("norm", c.norm.name, "not supported with model=rnn (normalization sits "
-                          "between an MLP's linear maps and activations)", "none")
-    _require(c.trainer.batch_size <= c.task.n_train, "trainer.batch_size", c.trainer.batch_size,
-             f"an integer <= task.n_train ({c.task.n_train})")
+        raise ConfigError(
+            "norm",
+            c.norm.name,
+            "not supported with model=rnn (normalization sits between an MLP's linear maps and activations)",
+            "none",
+        )
+    _require(
+        c.trainer.batch_size <= c.task.n_train,
+        "trainer.batch_size",
+        c.trainer.batch_size,
+        f"an integer <= task.n_train ({c.task.n_train})",
+    )
     problem = device_problem(c.trainer.device)
     if problem is not None:
         raise ConfigError("trainer.device", c.trainer.device, *problem)
