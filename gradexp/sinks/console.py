@@ -1,6 +1,7 @@
 """The terminal: a progress bar while training, then per-layer gradient norms and the status."""
 
 import math
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -54,8 +55,17 @@ class ConsoleSink:
             table.add_row(layer, _fmt(a), _fmt(b), _fmt(ratio))
         self.console.print(table)
         self.console.print(_status_line(summary))
-        self.console.print(f"files:       {run_dir}")
-        self.console.print(f"tensorboard: tensorboard --logdir {run_dir}")
+        shown = _relative_to_cwd(run_dir)
+        self.console.print(f"files:       {shown}")
+        self.console.print(f"tensorboard: tensorboard --logdir {shown}")
+
+
+def _relative_to_cwd(path: str) -> str:
+    """Show the run directory as the user would type it from where they stand."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 def _status_line(s: dict) -> str:

@@ -1,0 +1,68 @@
+"""Shared helpers: compose the real config, run the real CLI, read real TensorBoard files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gradexp.config import CONFIG_DIR
+
+# Small enough that a run takes a fraction of a second on 2 cores.
+TINY = [
+    "trainer.steps=20",
+    "trainer.batch_size=32",
+    "task.n_train=256",
+    "task.n_val=128",
+    "trainer.log_every=1",
+    "trainer.eval_every=10",
+    "model.width=16",
+    "model.depth=3",
+]
+TINY_RNN = [
+    "model=rnn",
+    "task=adding",
+    "task.seq_len=10",
+    "model.hidden_size=16",
+    "trainer.steps=20",
+    "trainer.batch_size=32",
+    "task.n_train=256",
+    "task.n_val=128",
+    "trainer.log_every=1",
+]
+
+
+def make_config(*overrides: str, tiny: bool = True):
+    """The real composed config, shrunk unless `tiny` is False; later overrides win."""
+    base = (TINY_RNN if "model=rnn" in overrides else TINY) if tiny else []
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=[*base, *overrides])
+
+
+def run_cli(*args: str, cwd: Path, module: bool = True) -> subprocess.CompletedProcess:
+    """Run gradexp in a subprocess, as a user would; `module` picks `python -m gradexp` over the
+    installed `gradexp` script."""
+    command = [sys.executable, "-m", "gradexp"] if module else [str(Path(sys.executable).parent / "gradexp")]
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value}, from the event files TensorBoard itself would read."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
