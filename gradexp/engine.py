@@ -129,15 +129,10 @@ def _train_loop(run: Run) -> None:
         if step % t.eval_every == 0:
             run.recorder.record_eval(step, evaluate(run, "val"))
         run.optimizer.zero_grad(set_to_none=True)
-        loss = torch.zeros((), device=run.device)
-        for _ in range(t.grad_accum):
-            x, y = run.batches.next()
-            micro_loss = run.loss(run.model(x), y) / t.grad_accum
-            micro_loss.backward()
-            loss += micro_loss.detach()
-        total = run.recorder.total_norm()
-        clipped = clip_gradients(run.recorder.params, total, t.clip) if clipping else total
-        run.recorder.record_step(step, loss, total, clipped, run.scheduler.get_last_lr()[0])
+        loss = _forward_backward(run)
+        run.recorder.measure()
+        clipped = clip_gradients(run.recorder.params, run.recorder.total_norm(), t.clip) if clipping else None
+        run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped)
         run.optimizer.step()
         run.scheduler.step()
         if run.recorder.due():
@@ -146,11 +141,26 @@ def _train_loop(run: Run) -> None:
                 return
 
 
+def _forward_backward(run: Run) -> Tensor:
+    """Accumulate the gradient of the mean loss over grad_accum micro-batches; return that loss."""
+    accum = run.config.trainer.grad_accum
+    losses = []
+    for _ in range(accum):
+        x, y = run.batches.next()
+        loss = run.loss(run.model(x), y)
+        (loss / accum if accum > 1 else loss).backward()
+        losses.append(loss.detach())
+    return losses[0] if accum == 1 else torch.stack(losses).mean()
+
+
 @torch.no_grad()
 def evaluate(run: Run, split: str) -> dict[str, Tensor]:
-    """Loss (and accuracy) of the current model on a whole split, in eval mode, as device
-    tensors: reading them would sync, so the recorder reads them at its next flush."""
+    """Loss (and accuracy) of the current model in eval mode, on the validation split or as many
+    training examples, as device tensors: reading them would sync, so the recorder reads them at
+    its next flush."""
     x, y = getattr(run.task, f"x_{split}"), getattr(run.task, f"y_{split}")
+    n = run.task.x_val.shape[0]  # the train loss is measured on as many examples as the val loss
+    x, y = x[:n], y[:n]
     run.model.eval()
     output = torch.cat([run.model(chunk) for chunk in x.split(EVAL_CHUNK)])
     run.model.train()

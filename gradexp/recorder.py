@@ -33,8 +33,8 @@ class Divergence:
 class GradientRecorder:
     """Measures the gradient after each backward pass; hands logged steps to the sinks at flush.
 
-    A row per step holds [loss, total norm, total norm after clipping, one norm per parameter],
-    with the recorded layers' weight matrices first, input to output.
+    Parameters are ordered with the recorded layers' weight matrices first, input to output,
+    then every other parameter (biases, norm scales), which count towards the total norm.
     """
 
     def __init__(
@@ -52,7 +52,8 @@ class GradientRecorder:
         ]
         self.params = [w for _, w in layers] + [p for p in model.parameters() if id(p) not in named_weights]
         self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
-        self._rows: list[tuple[int, float, Tensor]] = []  # (step, lr, row on device)
+        # (step, lr, loss, per-parameter norms, total norm after clipping or None), on the device
+        self._rows: list[tuple[int, float, Tensor, Tensor, Tensor | None]] = []
         self._evals: list[tuple[int, dict[str, Tensor]]] = []
         self._last_flush = time.monotonic()
         self.first: StepRecord | None = None
@@ -60,16 +61,18 @@ class GradientRecorder:
         self.divergence: Divergence | None = None
         self.steps_measured = 0
 
-    def total_norm(self) -> Tensor:
-        """Measure every parameter's gradient norm (one batched kernel); return the total."""
+    def measure(self) -> None:
+        """Measure every parameter's gradient norm with one batched kernel; call after backward."""
         grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.params]
         self._norms = torch.stack(torch._foreach_norm(grads))
+
+    def total_norm(self) -> Tensor:
+        """The total norm of the last measured gradient (what clipping compares to max_norm)."""
         return torch.linalg.vector_norm(self._norms)
 
-    def record_step(self, step: int, loss: Tensor, total: Tensor, clipped_total: Tensor, lr: float) -> None:
-        """Keep this step's measurements on the device; call after `total_norm` and clipping."""
-        head = torch.stack([loss.detach().float(), total, clipped_total])
-        self._rows.append((step, lr, torch.cat([head, self._norms.float()])))
+    def record_step(self, step: int, loss: Tensor, lr: float, clipped_total: Tensor | None) -> None:
+        """Keep references to this step's measurements; all arithmetic on them waits for flush."""
+        self._rows.append((step, lr, loss.detach(), self._norms, clipped_total))
         self.steps_measured += 1
 
     def record_eval(self, step: int, metrics: dict[str, Tensor]) -> None:
@@ -84,8 +87,7 @@ class GradientRecorder:
         self._last_flush = time.monotonic()
         records: dict[int, StepRecord] = {}
         if self._rows:
-            table = torch.stack([row for _, _, row in self._rows]).cpu().tolist()
-            for (step, lr, _), values in zip(self._rows, table):
+            for (step, lr, *_), values in zip(self._rows, self._table()):
                 if self.divergence is not None:
                     break
                 bad = not all(math.isfinite(v) for v in values)
@@ -100,6 +102,14 @@ class GradientRecorder:
                 record.scalars.update(zip(metrics, values))
         self._rows, self._evals = [], []
         return [records[s] for s in sorted(records)]
+
+    def _table(self) -> list[list[float]]:
+        """Pending steps as host rows: [loss, total norm, total after clipping, *norms]."""
+        norms = torch.stack([norms for _, _, _, norms, _ in self._rows]).float()
+        losses = torch.stack([loss for _, _, loss, _, _ in self._rows]).float()
+        totals = torch.linalg.vector_norm(norms, dim=1)
+        clipped = torch.stack([c for *_, c in self._rows]) if self.clipping else totals
+        return torch.cat([torch.stack([losses, totals, clipped], dim=1), norms], dim=1).cpu().tolist()
 
     def _step_record(self, step: int, lr: float, values: list[float]) -> StepRecord:
         loss, total, clipped_total = values[:3]
