@@ -61,33 +61,44 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
 
-    base = [f"model.depth={args.depth}", f"model.width={args.width}", f"trainer.steps={args.steps}",
-            f"trainer.batch_size={args.batch_size}", "trainer.device=cpu"]
+    base = [
+        f"model.depth={args.depth}",
+        f"model.width={args.width}",
+        f"trainer.steps={args.steps}",
+        f"trainer.batch_size={args.batch_size}",
+        "trainer.device=cpu",
+    ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         configs = {
             "bare PyTorch loop": (bare_loop, compose("config", overrides=base)),
             "gradexp, default logging (log_every=10)": (gradexp_run, compose("config", overrides=base)),
             "gradexp, every layer every step (log_every=1)": (
-                gradexp_run, compose("config", overrides=[*base, "trainer.log_every=1"])),
+                gradexp_run,
+                compose("config", overrides=[*base, "trainer.log_every=1"]),
+            ),
         }
     times: dict[str, list[float]] = {name: [] for name in configs}
     names = list(configs)
     for fn, cfg in configs.values():  # warm-up: allocator, kernels, imports
         fn(cfg)
     for r in range(args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
             fn, cfg = configs[name]
             start = time.perf_counter()
             fn(cfg)
             times[name].append(time.perf_counter() - start)
 
-    print(f"MLP depth {args.depth} width {args.width}, batch {args.batch_size}, {args.steps} steps, "
-          f"adam, CPU with {torch.get_num_threads()} threads; median of {args.repeats} alternated runs")
+    print(
+        f"MLP depth {args.depth} width {args.width}, batch {args.batch_size}, {args.steps} steps, "
+        f"adam, CPU with {torch.get_num_threads()} threads; median of {args.repeats} alternated runs"
+    )
     for name in names:
         # each repeat's ratio pairs runs made back to back, so slow drift of the machine cancels
         ratios = [t / b for t, b in zip(times[name], times[names[0]])]
-        print(f"  {name:<48} {statistics.median(times[name]):7.3f} s   ratio {statistics.median(ratios):5.3f}"
-              f"  (per-repeat {min(ratios):.3f}..{max(ratios):.3f})")
+        print(
+            f"  {name:<48} {statistics.median(times[name]):7.3f} s   ratio {statistics.median(ratios):5.3f}"
+            f"  (per-repeat {min(ratios):.3f}..{max(ratios):.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from gradexp.config import CONFIG_DIR, ConfigError
 from gradexp.config.preflight import check_command_line
 
 EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
 
 def main() -> None:
@@ -26,10 +27,15 @@ def main() -> None:
 def _hydra_main(cfg: DictConfig) -> None:
     from gradexp.engine import train  # torch loads only when a run really starts
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        train(cfg, run_dir)
     except ConfigError as error:
         _fail(error)
+    except KeyboardInterrupt:
+        # train() has already flushed the events and written summary.json (status: interrupted)
+        print(f"gradexp: interrupted; what was recorded is in {run_dir}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _fail(error: ConfigError) -> None:
