@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from gradexp.config import CONFIG_DIR, ConfigError
 from gradexp.config.preflight import check_command_line
+from gradexp.engine import train
 
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
@@ -25,8 +26,6 @@ def main() -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from gradexp.engine import train  # torch loads only when a run really starts
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         train(cfg, run_dir)
