@@ -241,3 +241,46 @@ def test_train_refuses_an_invalid_config_before_building_anything(run_dir):
     with pytest.raises(ConfigError, match=r"optimizer.momentum=0.0: .*nesterov"):
         train(make_config("optimizer=nesterov", "optimizer.momentum=0.0"), run_dir, show_progress=False)
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("model", ["mlp", "rnn"])
+@pytest.mark.parametrize("task", ["blobs", "teacher", "adding"])
+def test_every_model_trains_on_every_task(tmp_path, model, task):
+    shrink = {"blobs": ["task.d_in=6"], "teacher": ["task.d_in=6"], "adding": ["task.seq_len=6"]}[task]
+    size = ["model.hidden_size=8"] if model == "rnn" else ["model.width=8"]
+    cfg = make_config(
+        f"model={model}",
+        f"task={task}",
+        *shrink,
+        *size,
+        "trainer.steps=3",
+        "task.n_train=64",
+        "task.n_val=32",
+        "trainer.batch_size=16",
+        tiny=False,
+    )
+    summary = train(cfg, tmp_path, show_progress=False)
+    assert summary["status"] == "completed"
+    assert (summary["final_val_acc"] is not None) == (task == "blobs")
+
+
+@pytest.mark.parametrize(
+    "optimizer, factor",
+    [
+        ("sgd", 1 - 0.1 * 0.5),
+        ("momentum", 1 - 0.1 * 0.5),
+        ("nesterov", 1 - 0.1 * 0.5 * 1.9),
+        ("adamw", 1 - 0.1 * 0.5),
+    ],
+)
+def test_weight_decay_shrinks_weights_that_have_no_loss_gradient(optimizer, factor):
+    """L2 weight decay adds weight_decay * w to the gradient (AdamW: decays w directly), so with a
+    zero loss gradient one step multiplies w by 1 - lr * weight_decay (Nesterov's first step looks
+    ahead by momentum * that gradient more)."""
+    from gradexp.optim import OPTIMIZERS
+
+    config = validate(make_config(f"optimizer={optimizer}", "optimizer.lr=0.1", "optimizer.weight_decay=0.5"))
+    w = torch.nn.Parameter(torch.ones(3))
+    w.grad = torch.zeros(3)
+    OPTIMIZERS[optimizer]([w], config.optimizer).step()
+    torch.testing.assert_close(w.detach(), torch.full((3,), factor))

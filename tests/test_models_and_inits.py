@@ -176,3 +176,11 @@ def test_recurrent_init_null_leaves_w_hh_to_the_init_group():
     model = build("model=rnn", "model.hidden_size=128", "init=normal", "init.std=0.05")
     assert model.recurrent_weights()[0].std().item() == pytest.approx(0.05, rel=0.1)
     assert not math.isclose(model.recurrent_weights()[0].std().item(), 0.7 / math.sqrt(128), rel_tol=0.1)
+
+
+def test_dropout_follows_each_activation_only_when_asked():
+    assert all(
+        isinstance(layer.dropout, nn.Dropout) and layer.dropout.p == 0.3
+        for layer in build("model.dropout=0.3").hidden
+    )
+    assert all(isinstance(layer.dropout, nn.Identity) for layer in build("model.dropout=0.0").hidden)
