@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from gradexp.config import CONFIG_DIR, validate
+from gradexp.config import CONFIG_DIR
+from gradexp.config.validate import validate
 from gradexp.engine import Batches, train
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS

@@ -7,7 +7,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gradexp.config import CONFIG_DIR, ConfigError
+from gradexp.config import CONFIG_DIR
+from gradexp.config.errors import ConfigError
 from gradexp.config.preflight import check_command_line
 from gradexp.engine import train
 

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 import gradexp
 from gradexp.clipping import clip_gradients
-from gradexp.config import RunConfig, validate
+from gradexp.config.schema import RunConfig
+from gradexp.config.validate import validate
 from gradexp.device import resolve_device
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
@@ -64,6 +65,7 @@ class Run:
     tensorboard: TensorBoardSink
     console: ConsoleSink | None
     started: float
+    steps_completed: int = 0  # optimizer updates applied
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         if self.task.classification:
@@ -73,12 +75,16 @@ class Run:
 
 def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
     """Train the experiment `cfg` describes, writing its records into `run_dir`; return the
-    summary (also written to run_dir/summary.json). A divergence is a result, not an error."""
+    summary (also written to run_dir/summary.json). A divergence is a result, not an error;
+    an exception or Ctrl-C still leaves the summary and the events recorded so far."""
     config = validate(cfg)
-    run = _setup(config, Path(run_dir), show_progress)
-    log.info("run directory %s", run.run_dir)
-    status, error = "completed", None
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run directory %s", run_dir)
+    started = time.perf_counter()
+    run, status, error = None, "completed", None
     try:
+        run = _setup(config, run_dir, show_progress, started)
         _train_loop(run)
     except KeyboardInterrupt:
         status = "interrupted"
@@ -87,14 +93,12 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        summary = _finish(run, cfg, status, error)
+        summary = _finish(run, cfg, run_dir, started, status, error)
     return summary
 
 
-def _setup(config: RunConfig, run_dir: Path, show_progress: bool) -> Run:
+def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float) -> Run:
     t = config.trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     task = build_task(config.task, t.seed).to(device)
@@ -135,6 +139,7 @@ def _train_loop(run: Run) -> None:
         run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped)
         run.optimizer.step()
         run.scheduler.step()
+        run.steps_completed = step + 1
         if run.recorder.due():
             _write(run, run.recorder.flush())
             if run.recorder.divergence is not None:
@@ -176,46 +181,64 @@ def _write(run: Run, records) -> None:
         run.console.write(records)
 
 
-def _finish(run: Run, cfg: DictConfig, status: str, error: str | None) -> dict:
-    """Flush what was measured, evaluate a completed run, close the sinks and write the
-    summary; runs whatever happened, so no measurement is lost."""
-    recorder, steps = run.recorder, run.config.trainer.steps
-    _write(run, recorder.flush())
+def _finish(
+    run: Run | None, cfg: DictConfig, run_dir: Path, started: float, status: str, error: str | None
+) -> dict:
+    """Close the run and write its summary; runs whatever happened, even when the run failed
+    while being set up (run is None), so no measurement is lost."""
     final = {}
+    if run is not None:
+        status, final = _close(run, status)
+    summary = _summary(run, cfg, status, error, final, started)
+    write_json_atomic(run_dir / "summary.json", summary)
+    log.info("status %s after %d steps", status, summary["steps_completed"])
+    if run is not None and run.console:
+        run.console.finish(summary, str(run_dir))
+    return summary
+
+
+def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
+    """Flush what was measured, evaluate a completed run and close the event file; return the
+    final status (a divergence found by the last flush counts) and the final metrics."""
+    recorder = run.recorder
+    _write(run, recorder.flush())
     if recorder.divergence is not None and status != "failed":
         status = "diverged"
+    final = {}
     if status == "completed":
         final = {**evaluate(run, "val"), **evaluate(run, "train")}
-        recorder.record_eval(steps, {k: v for k, v in final.items() if k.endswith("/val")})
+        recorder.record_eval(run.config.trainer.steps, {k: v for k, v in final.items() if k.endswith("/val")})
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
     run.tensorboard.close()
-    last = recorder.last
-    divergence = recorder.divergence
-    summary = {
+    return status, final
+
+
+def _summary(
+    run: Run | None, cfg: DictConfig, status: str, error: str | None, final: dict[str, float], started: float
+) -> dict:
+    recorder = run.recorder if run else None
+    last = recorder.last if recorder else None
+    divergence = recorder.divergence if recorder else None
+    return {
         "status": status,
-        "steps_completed": divergence.step if divergence else recorder.steps_measured,
+        "steps_completed": divergence.step if divergence else (run.steps_completed if run else 0),
         "last_recorded_step": last.step if last else None,
-        "layers": recorder.layer_names,
-        "grad_norm_first": recorder.layer_norms(recorder.first),
-        "grad_norm_last": recorder.layer_norms(last),
+        "layers": recorder.layer_names if recorder else [],
+        "grad_norm_first": recorder.layer_norms(recorder.first) if recorder else {},
+        "grad_norm_last": recorder.layer_norms(last) if recorder else {},
         "final_train_loss": final.get("loss/train"),
         "final_val_loss": final.get("loss/val"),
         "final_val_acc": final.get("acc/val"),
         "diverged_step": divergence.step if divergence else None,
         "first_nonfinite_layer": divergence.first_nonfinite_layer if divergence else None,
         "error": error,
-        "wall_time_s": round(time.perf_counter() - run.started, 3),
-        "device": str(run.device),
-        "num_params": sum(p.numel() for p in run.model.parameters()),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "device": str(run.device) if run else None,
+        "num_params": sum(p.numel() for p in run.model.parameters()) if run else None,
         "gradexp_version": gradexp.__version__,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_json_atomic(run.run_dir / "summary.json", summary)
-    log.info("status %s after %d steps", status, summary["steps_completed"])
-    if run.console:
-        run.console.finish(summary, str(run.run_dir))
-    return summary
 
 
 def describe(run: Run) -> str:

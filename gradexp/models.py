@@ -13,10 +13,10 @@ from gradexp.tasks import Task
 
 
 def layer_names(roles: list[str]) -> list[str]:
-    """Prefix each role with its zero-padded position, so names sort input to output in
-    TensorBoard and in tables: ['01_hidden', ..., '12_output']."""
-    width = len(str(len(roles)))
-    return [f"{i:0{width}d}_{role}" for i, role in enumerate(roles, start=1)]
+    """Prefix each role with its position, zero-padded to a fixed width, so names sort input to
+    output in TensorBoard and tables, and layer 5 has the same tag in a network of depth 5 as in
+    one of depth 50 (sweeps overlay them): ['001_hidden', ..., '012_output']."""
+    return [f"{i:03d}_{role}" for i, role in enumerate(roles, start=1)]
 
 
 class HiddenLayer(nn.Module):
@@ -54,6 +54,10 @@ class MLP(nn.Module):
             skip = self.residual and layer.linear.in_features == layer.linear.out_features
             x = x + layer(x) if skip else layer(x)
         return self.output(x)
+
+    def weight_blocks(self) -> list[Tensor]:
+        """What an initializer treats as one matrix: every weight matrix, whole."""
+        return [w for _, w in self.layers()]
 
     def layers(self) -> list[tuple[str, nn.Parameter]]:
         weights = [layer.linear.weight for layer in self.hidden] + [self.output.weight]
@@ -99,6 +103,12 @@ class RNN(nn.Module):
     def recurrent_weights(self) -> list[nn.Parameter]:
         return [getattr(self.rnn, f"weight_hh_l{k}") for k in range(self.rnn.num_layers)]
 
+    def weight_blocks(self) -> list[Tensor]:
+        """What an initializer treats as one matrix: each gate's H-row block of W_ih and W_hh
+        (an LSTM stacks 4 gates, a GRU 3), so fans and orthogonality are per gate, then the head."""
+        hidden = self.rnn.hidden_size
+        return [block for _, w in self.layers()[:-1] for block in w.split(hidden)] + [self.output.weight]
+
 
 def build_model(cfg: RunConfig, task: Task) -> nn.Module:
     """Build the configured network for the task's shapes and initialize it."""
@@ -107,7 +117,7 @@ def build_model(cfg: RunConfig, task: Task) -> nn.Module:
     else:
         features = task.input_shape[-1] if len(task.input_shape) == 2 else 1
         model = RNN(features, task.d_out, cfg)
-    weights = [w for _, w in model.layers()]
+    weights = model.weight_blocks()
     biases = [p for name, p in model.named_parameters() if "bias" in name.split(".")[-1]]
     norm_params = {
         id(p)

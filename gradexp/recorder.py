@@ -59,12 +59,18 @@ class GradientRecorder:
         self.first: StepRecord | None = None
         self.last: StepRecord | None = None
         self.divergence: Divergence | None = None
-        self.steps_measured = 0
+        self._zero: Tensor | None = None
 
     def measure(self) -> None:
         """Measure every parameter's gradient norm with one batched kernel; call after backward."""
-        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.params]
+        grads = [p.grad if p.grad is not None else self._no_grad(p) for p in self.params]
         self._norms = torch.stack(torch._foreach_norm(grads))
+
+    def _no_grad(self, p: nn.Parameter) -> Tensor:
+        """A parameter the loss did not reach has a zero gradient (one cached zero per device)."""
+        if self._zero is None or self._zero.device != p.device:
+            self._zero = torch.zeros((), device=p.device)
+        return self._zero
 
     def total_norm(self) -> Tensor:
         """The total norm of the last measured gradient (what clipping compares to max_norm)."""
@@ -73,7 +79,6 @@ class GradientRecorder:
     def record_step(self, step: int, loss: Tensor, lr: float, clipped_total: Tensor | None) -> None:
         """Keep references to this step's measurements; all arithmetic on them waits for flush."""
         self._rows.append((step, lr, loss.detach(), self._norms, clipped_total))
-        self.steps_measured += 1
 
     def record_eval(self, step: int, metrics: dict[str, Tensor]) -> None:
         self._evals.append((step, metrics))

@@ -42,8 +42,8 @@ def test_deep_sigmoid_example_from_the_readme_shows_vanishing(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path / "run")
     first = summary["grad_norm_first"]
-    assert len(summary["layers"]) == 31 and first["01_hidden"] < 1e-10 * first["30_hidden"]
-    assert "01_hidden" in result.stdout  # the per-layer table
+    assert len(summary["layers"]) == 31 and first["001_hidden"] < 1e-10 * first["030_hidden"]
+    assert "001_hidden" in result.stdout  # the per-layer table
 
 
 def test_rnn_example_records_input_and_recurrent_matrices_and_clipping(tmp_path):
@@ -58,9 +58,9 @@ def test_rnn_example_records_input_and_recurrent_matrices_and_clipping(tmp_path)
     assert result.returncode == 0, result.stderr
     scalars = read_scalars(tmp_path / "run")
     assert {
-        "grad_norm/1_rnn1_ih",
-        "grad_norm/2_rnn1_hh",
-        "grad_norm/3_output",
+        "grad_norm/001_rnn1_ih",
+        "grad_norm/002_rnn1_hh",
+        "grad_norm/003_output",
         "grad_norm/total_clipped",
     } <= set(scalars)
     assert max(scalars["grad_norm/total_clipped"].values()) <= 1.0 + 1e-5
@@ -120,6 +120,8 @@ BAD_INPUT = [
     (["model=rnn", "activation=tanh"], "activation=tanh", "model.cell"),
     (["trainer.device=tpu"], "trainer.device=tpu", "cuda:N"),
     (["-m", "model.depth=3,-2"], "model.depth=-2", ">= 1"),
+    (["model.depth=3,4"], "model.depth=3,4", "add -m"),
+    (["optimizer.lr=${oops}"], "optimizer.lr=${oops}", "a number"),
 ]
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gradexp.config import validate
+from gradexp.config.validate import validate
 from gradexp.engine import Batches, train
 from gradexp.models import build_model
 from gradexp.tasks import build_task
@@ -36,7 +36,7 @@ def test_completed_run_writes_summary_with_every_documented_field(run_dir):
     assert SUMMARY_KEYS <= set(summary)
     assert summary == json.loads(json.dumps(returned))
     assert summary["status"] == "completed" and summary["steps_completed"] == 20
-    assert summary["layers"] == ["1_hidden", "2_hidden", "3_hidden", "4_output"]
+    assert summary["layers"] == ["001_hidden", "002_hidden", "003_hidden", "004_output"]
     assert set(summary["grad_norm_first"]) == set(summary["grad_norm_last"]) == set(summary["layers"])
     assert 0 <= summary["final_val_acc"] <= 1 and summary["final_val_loss"] > 0
     assert summary["diverged_step"] is None and summary["first_nonfinite_layer"] is None
@@ -136,7 +136,7 @@ def test_first_nonfinite_layer_is_the_first_input_to_output(tmp_path):
     )
     summary = train(cfg, tmp_path, show_progress=False)
     assert summary["status"] == "diverged"
-    assert summary["first_nonfinite_layer"] == "01_hidden"
+    assert summary["first_nonfinite_layer"] == "001_hidden"
 
 
 def test_clipping_by_norm_records_both_totals_and_bounds_the_update(run_dir):
@@ -195,9 +195,12 @@ def test_every_optimizer_lowers_the_training_loss(tmp_path, optimizer):
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_rnn_cells_train_on_the_adding_problem(tmp_path, cell):
-    summary = train(make_config("model=rnn", f"model.cell={cell}"), tmp_path, show_progress=False)
+    summary = train(
+        make_config("model=rnn", f"model.cell={cell}", "optimizer.lr=0.01"), tmp_path, show_progress=False
+    )
     assert summary["status"] == "completed" and summary["final_val_acc"] is None
-    assert summary["layers"][-1] == "3_output"
+    assert summary["layers"][-1] == "003_output"
+    assert summary["final_train_loss"] < 0.5 * read_scalars(tmp_path)["loss/train"][0]
 
 
 def test_same_config_and_seed_give_the_same_numbers(tmp_path):
@@ -236,7 +239,7 @@ def test_a_failing_run_still_leaves_its_summary_and_events(run_dir, monkeypatch)
 
 
 def test_train_refuses_an_invalid_config_before_building_anything(run_dir):
-    from gradexp.config import ConfigError
+    from gradexp.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"optimizer.momentum=0.0: .*nesterov"):
         train(make_config("optimizer=nesterov", "optimizer.momentum=0.0"), run_dir, show_progress=False)
@@ -284,3 +287,17 @@ def test_weight_decay_shrinks_weights_that_have_no_loss_gradient(optimizer, fact
     w.grad = torch.zeros(3)
     OPTIMIZERS[optimizer]([w], config.optimizer).step()
     torch.testing.assert_close(w.detach(), torch.full((3,), factor))
+
+
+def test_a_run_that_fails_while_being_set_up_still_writes_its_summary(run_dir, monkeypatch):
+    from gradexp import engine
+
+    def broken(*args):
+        raise RuntimeError("simulated failure while building the model")
+
+    monkeypatch.setattr(engine, "build_model", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(make_config(), run_dir, show_progress=False)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed" and "building the model" in summary["error"]
+    assert summary["steps_completed"] == 0 and summary["layers"] == []

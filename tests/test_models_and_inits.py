@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from gradexp.activations import ACTIVATIONS
-from gradexp.config import validate
+from gradexp.config.validate import validate
 from gradexp.initializers import INITIALIZERS
 from gradexp.models import MLP, RNN, build_model
 from gradexp.norms import NORMS
@@ -52,11 +52,11 @@ def test_mlp_has_the_asked_depth_activation_and_norm(activation, norm):
         assert type(layer.activation) is ACTIVATION_TYPES[activation]
         assert type(layer.norm) is NORM_TYPES[norm]
     assert [name for name, _ in model.layers()] == [
-        "1_hidden",
-        "2_hidden",
-        "3_hidden",
-        "4_hidden",
-        "5_output",
+        "001_hidden",
+        "002_hidden",
+        "003_hidden",
+        "004_hidden",
+        "005_output",
     ]
     assert model(torch.randn(5, 32)).shape == (5, 4)
 
@@ -69,9 +69,12 @@ def test_activation_parameters_reach_the_module():
     assert build("activation=elu", "activation.alpha=0.5").hidden[0].activation.alpha == 0.5
 
 
-def test_layer_names_sort_input_to_output():
+def test_layer_names_sort_input_to_output_and_match_across_depths():
+    shallow = [name for name, _ in build("model.depth=5").layers()]
+    deep = [name for name, _ in build("model.depth=50").layers()]
+    assert shallow[:5] == deep[:5]  # a sweep over depth overlays layer k of every network
     names = [name for name, _ in build("model.depth=11").layers()]
-    assert names == sorted(names) and names[0] == "01_hidden" and names[-1] == "12_output"
+    assert names == sorted(names) and names[0] == "001_hidden" and names[-1] == "012_output"
 
 
 def test_residual_adds_the_input_back_only_where_widths_match():
@@ -90,7 +93,13 @@ def test_residual_adds_the_input_back_only_where_widths_match():
 def test_rnn_reports_input_and_recurrent_matrices_per_layer(cell):
     model = build("model=rnn", f"model.cell={cell}", "model.num_layers=2")
     assert isinstance(model, RNN)
-    assert [n for n, _ in model.layers()] == ["1_rnn1_ih", "2_rnn1_hh", "3_rnn2_ih", "4_rnn2_hh", "5_output"]
+    assert [n for n, _ in model.layers()] == [
+        "001_rnn1_ih",
+        "002_rnn1_hh",
+        "003_rnn2_ih",
+        "004_rnn2_hh",
+        "005_output",
+    ]
     assert model(torch.rand(3, 10, 2)).shape == (3, 1)
 
 
@@ -103,7 +112,6 @@ VARIANCES = {
     "kaiming_normal": ([], 2 / FAN_IN),
     "normal": (["init.std=0.3"], 0.09),
     "uniform": (["init.low=-0.3", "init.high=0.1"], 0.4**2 / 12),
-    "default": ([], 1 / (3 * FAN_IN)),
     "orthogonal": (["init.gain=1.5"], 1.5**2 / FAN_IN),  # rows orthonormal: each row has norm gain
 }
 
@@ -141,8 +149,10 @@ def test_constant_init_and_bias_setting_reach_every_layer():
         assert torch.all(layer.linear.bias == -1.0)
 
 
-def test_default_init_keeps_pytorch_biases():
-    model = build("init=default")
+def test_default_init_keeps_pytorch_weights_and_biases():
+    """PyTorch's nn.Linear draws U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance 1 / (3 fan_in)."""
+    model = build("init=default", "model.width=400")
+    assert model.hidden[1].linear.weight.var().item() == pytest.approx(1 / (3 * 400), rel=0.05)
     assert model.hidden[0].linear.bias.abs().max() > 0
 
 
@@ -184,3 +194,14 @@ def test_dropout_follows_each_activation_only_when_asked():
         for layer in build("model.dropout=0.3").hidden
     )
     assert all(isinstance(layer.dropout, nn.Identity) for layer in build("model.dropout=0.0").hidden)
+
+
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("gru", 3)])
+def test_init_group_sets_each_gate_block_of_a_gated_cell(cell, gates):
+    model = build(
+        "model=rnn", f"model.cell={cell}", "model.hidden_size=32", "init=orthogonal", "init.gain=1.0"
+    )
+    w_hh = model.recurrent_weights()[0].detach()
+    assert w_hh.shape == (gates * 32, 32)
+    for block in w_hh.split(32):
+        torch.testing.assert_close(torch.linalg.svdvals(block), torch.ones(32))

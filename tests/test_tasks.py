@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gradexp.config import validate
+from gradexp.config.validate import validate
 from gradexp.tasks import build_task
 from tests.conftest import make_config
 

@@ -1,10 +1,10 @@
-"""Config: where the YAML lives, its typed schema, and its validation."""
+"""Config: where the YAML lives (here), its typed schema (schema.py), its validation
+(validate.py) and the one-line errors for a user's mistakes (errors.py, preflight.py).
+
+This module imports nothing else of gradexp, so the registries can import the schema without a
+cycle through the validator that imports them."""
 
 from pathlib import Path
-
-from gradexp.config.errors import ConfigError
-from gradexp.config.schema import RunConfig
-from gradexp.config.validate import validate
 
 
 def _config_dir() -> Path:
@@ -14,5 +14,3 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = _config_dir()
-
-__all__ = ["CONFIG_DIR", "ConfigError", "RunConfig", "validate"]

@@ -19,7 +19,19 @@ def _show(value: object) -> str | None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, str) and _reads_as_non_string(value):
+        return repr(value)  # the string 'null' is not null: show which one the user gave
     return str(value)
+
+
+def _reads_as_non_string(text: str) -> bool:
+    if text in ("", "null", "true", "false"):
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 _NO_VALUE = object()

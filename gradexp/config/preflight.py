@@ -40,6 +40,14 @@ def check_command_line(argv: list[str]) -> None:
     except OverrideParseException as error:
         raise ConfigError("override", NO_VALUE, f"cannot parse it: {_first_line(error)}") from None
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
+    sweep = next((o for o in overrides if o.is_sweep_override()), None)
+    if sweep is not None and not args.multirun:
+        raise ConfigError(
+            sweep.input_line.partition("=")[0],
+            sweep.input_line.partition("=")[2],
+            "several values need --multirun (-m)",
+            "one value, a quoted string ('a,b'), or add -m to sweep",
+        )
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
         for job in _jobs(overrides):
             cfg = _compose(args.config_name or "config", job)

@@ -3,6 +3,8 @@ combinations. Every failure is a ConfigError naming the key, the value and what 
 code after this point trusts the config."""
 
 import dataclasses
+import math
+import re
 import typing
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +21,7 @@ from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.tasks import TASKS
 
 GROUPS = ("model", *GROUP_SCHEMAS)
+MAX_SEED = 2**32 - 1  # what every seeding API (torch, numpy) accepts
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -27,6 +30,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     if unknown:
         raise ConfigError(str(unknown[0]), NO_VALUE, "no such key", ", ".join(GROUPS))
     typed = RunConfig(**{group: _typed_group(cfg, group) for group in GROUPS})
+    _check_finite(typed)
     _check_choices(typed)
     _check_ranges(typed)
     _check_combinations(typed)
@@ -35,7 +39,7 @@ def validate(cfg: DictConfig) -> RunConfig:
 
 def _typed_group(cfg: DictConfig, group: str):
     node = cfg.get(group) if isinstance(cfg, DictConfig) else None
-    if node is None:
+    if not isinstance(node, DictConfig):
         raise ConfigError(group, NO_VALUE, "missing", ", ".join(_group_choices(group)))
     if group == "model":
         name = node.get("name")
@@ -43,17 +47,36 @@ def _typed_group(cfg: DictConfig, group: str):
         schema = MODEL_SCHEMAS[name]
     else:
         schema = GROUP_SCHEMAS[group]
+    _check_nested_mappings(schema, node, group)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        key = f"{group}.{error.full_key}" if error.full_key else group
-        field_type = _field_type(schema, str(error.full_key))
+        path = str(error.full_key or "")
+        key = f"{group}.{path}" if path else group
+        field_type = _field_type(schema, path) if path else None
         if isinstance(error, ConfigKeyError) or field_type is None:
             keys = ", ".join(f.name for f in dataclasses.fields(schema))
             raise ConfigError(key, NO_VALUE, "no such key", keys) from None
-        value = OmegaConf.select(node, str(error.full_key), default=None)
-        raise ConfigError(key, value, "wrong type", _describe(field_type)) from None
+        raise ConfigError(key, _raw_value(node, path), "wrong type", _describe(field_type)) from None
+
+
+def _check_nested_mappings(schema, node: DictConfig, prefix: str) -> None:
+    """A nested mapping (trainer.clip) given a plain value: OmegaConf's own error names no key."""
+    for name, field_type in typing.get_type_hints(schema).items():
+        if dataclasses.is_dataclass(field_type) and name in node:
+            value = node.get(name)
+            if not isinstance(value, DictConfig):
+                raise ConfigError(f"{prefix}.{name}", value, "wrong type", _describe(field_type))
+            _check_nested_mappings(field_type, value, f"{prefix}.{name}")
+
+
+def _raw_value(node: DictConfig, path: str):
+    """The value as written, before interpolation, so `${typo}` is shown as typed."""
+    value = OmegaConf.to_container(node, resolve=False)
+    for token in re.findall(r"[^.\[\]]+", path):
+        value = value[int(token)] if isinstance(value, list) else value.get(token)
+    return value
 
 
 def _group_choices(group: str) -> list[str]:
@@ -62,12 +85,16 @@ def _group_choices(group: str) -> list[str]:
 
 
 def _field_type(schema, path: str):
-    """The annotated type of a (possibly nested) field, or None if there is no such field."""
+    """The annotated type of a (possibly nested) field, or None if there is no such field;
+    `betas[1]` is the type of betas' elements."""
     for part in path.split("."):
-        hints = typing.get_type_hints(schema)
-        if part not in hints:
+        name, index = re.fullmatch(r"([^\[]*)(\[\d+\])?", part).groups()
+        hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+        if name not in hints:
             return None
-        schema = hints[part]
+        schema = hints[name]
+        if index:
+            schema = typing.get_args(schema)[0]
     return schema
 
 
@@ -78,6 +105,8 @@ def _describe(field_type) -> str:
         return f"{_describe(inner)} or null"
     if typing.get_origin(field_type) in (list, list):
         return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if dataclasses.is_dataclass(field_type):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(field_type))
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     return names.get(field_type, str(field_type))
 
@@ -107,8 +136,9 @@ def _check_choices(c: RunConfig) -> None:
         _choice(group, getattr(c, group).name, registry)
     if c.model.name == "rnn":
         _choice("model.cell", c.model.cell, RNN_CELLS)
-        if c.model.recurrent_init is not None:
-            _choice("model.recurrent_init", c.model.recurrent_init, ["null", *RECURRENT_INITIALIZERS])
+        if c.model.recurrent_init not in (None, *RECURRENT_INITIALIZERS):
+            allowed = ", ".join(RECURRENT_INITIALIZERS) + ", or null (the init group)"
+            raise ConfigError("model.recurrent_init", c.model.recurrent_init, "no such choice", allowed)
     if c.init.name.startswith("kaiming"):
         _choice("init.mode", c.init.mode, KAIMING_MODES)
         _choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)
@@ -167,7 +197,9 @@ def _check_ranges(c: RunConfig) -> None:
     _at_least(c, "task", "noise", 0.0)
     for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_every"):
         _at_least(c, "trainer", key, 1)
-    _at_least(c, "trainer", "seed", 0)
+    _require(
+        0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]"
+    )
     for key in ("max_norm", "value"):
         value = getattr(c.trainer.clip, key)
         _require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")
@@ -199,6 +231,25 @@ def _check_optimizer_ranges(c: RunConfig) -> None:
         )
 
 
+def _check_finite(c: RunConfig) -> None:
+    """No config number may be NaN or infinite: none of them means anything then."""
+    for group in GROUPS:
+        for key, value in _numbers(getattr(c, group), group):
+            if not math.isfinite(value):
+                raise ConfigError(key, value, "not a finite number", "a finite number")
+
+
+def _numbers(node, prefix: str):
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, key)
+        elif isinstance(value, float):
+            yield key, value
+        elif isinstance(value, list):
+            yield from ((f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, float))
+
+
 def _check_combinations(c: RunConfig) -> None:
     if c.model.name == "rnn" and c.norm.name != "none":
         raise ConfigError(
@@ -206,6 +257,13 @@ def _check_combinations(c: RunConfig) -> None:
             c.norm.name,
             "not supported with model=rnn (normalization sits between an MLP's linear maps and activations)",
             "none",
+        )
+    if c.norm.name == "batchnorm":
+        _require(
+            c.trainer.batch_size >= 2,
+            "trainer.batch_size",
+            c.trainer.batch_size,
+            "an integer >= 2 with norm=batchnorm (it normalizes over the batch)",
         )
     _require(
         c.trainer.batch_size <= c.task.n_train,
