@@ -7,7 +7,8 @@ call it directly; the CLI is a thin wrapper around it.
 
 import logging
 import time
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,10 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import gradexp
+from gradexp.activations import FAMILIES
 from gradexp.clipping import clip_gradients
 from gradexp.config.schema import RunConfig
 from gradexp.config.validate import validate
 from gradexp.device import resolve_device
+from gradexp.diagnostics import report
+from gradexp.diagnostics.monitor import Diagnostics
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.recorder import GradientRecorder
@@ -65,6 +69,8 @@ class Run:
     tensorboard: TensorBoardSink
     console: ConsoleSink | None
     started: float
+    diagnostics: Diagnostics | None
+    prediction: dict = field(default_factory=dict)  # the mean-field theory, for the network as built
     steps_completed: int = 0  # optimizer updates applied
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -107,6 +113,12 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
     scheduler = SCHEDULERS[config.scheduler.name](optimizer, config.scheduler, t.steps)
     clipping = t.clip.max_norm is not None or t.clip.value is not None
     recorder = GradientRecorder(model, model.layers(), t.log_every, t.steps - 1, clipping)
+    family = FAMILIES[config.activation.name] if config.model.name == "mlp" else None
+    diagnostics = (
+        Diagnostics(config.diagnostics, model, family, recorder, t.steps - 1)
+        if config.diagnostics.every is not None
+        else None
+    )
     run = Run(
         config,
         run_dir,
@@ -120,6 +132,8 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
         TensorBoardSink(run_dir),
         ConsoleSink(t.steps) if show_progress else None,
         started,
+        diagnostics,
+        report.predict(config, model),
     )
     if run.console:
         run.console.start(describe(run))
@@ -131,14 +145,19 @@ def _train_loop(run: Run) -> None:
     clipping = run.recorder.clipping
     for step in range(t.steps):
         if step % t.eval_every == 0:
-            run.recorder.record_eval(step, evaluate(run, "val"))
+            run.recorder.record_scalars(step, evaluate(run, "val"))
+        diagnose = run.diagnostics is not None and run.diagnostics.due(step)
         run.optimizer.zero_grad(set_to_none=True)
-        loss = _forward_backward(run)
+        loss, batch = _forward_backward(run, run.diagnostics.watch() if diagnose else nullcontext())
         run.recorder.measure()
         clipped = clip_gradients(run.recorder.params, run.recorder.total_norm(), t.clip) if clipping else None
         run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped)
+        if diagnose:
+            run.diagnostics.before_update(step, batch, run.loss)
         run.optimizer.step()
         run.scheduler.step()
+        if diagnose:
+            run.diagnostics.after_update()
         run.steps_completed = step + 1
         if run.recorder.due():
             _write(run, run.recorder.flush())
@@ -146,16 +165,19 @@ def _train_loop(run: Run) -> None:
                 return
 
 
-def _forward_backward(run: Run) -> Tensor:
-    """Accumulate the gradient of the mean loss over grad_accum micro-batches; return that loss."""
+def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Accumulate the gradient of the mean loss over grad_accum micro-batches; return that loss
+    and the first micro-batch, the one `watch` (the diagnostics' hooks) observes."""
     accum = run.config.trainer.grad_accum
-    losses = []
-    for _ in range(accum):
+    losses, first = [], None
+    for i in range(accum):
         x, y = run.batches.next()
-        loss = run.loss(run.model(x), y)
-        (loss / accum if accum > 1 else loss).backward()
+        with watch if i == 0 else nullcontext():
+            loss = run.loss(run.model(x), y)
+            (loss / accum if accum > 1 else loss).backward()
         losses.append(loss.detach())
-    return losses[0] if accum == 1 else torch.stack(losses).mean()
+        first = first or (x, y)
+    return (losses[0] if accum == 1 else torch.stack(losses).mean()), first
 
 
 @torch.no_grad()
@@ -207,11 +229,28 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
     final = {}
     if status == "completed":
         final = {**evaluate(run, "val"), **evaluate(run, "train")}
-        recorder.record_eval(run.config.trainer.steps, {k: v for k, v in final.items() if k.endswith("/val")})
+        recorder.record_scalars(
+            run.config.trainer.steps, {k: v for k, v in final.items() if k.endswith("/val")}
+        )
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
+    if run.config.diagnostics.figures:
+        _draw_figures(run)
     run.tensorboard.close()
     return status, final
+
+
+def _draw_figures(run: Run) -> None:
+    """Figures from what was recorded, into run_dir/figures/ and TensorBoard's Images tab."""
+    images = report.draw(run.recorder)
+    if not images:
+        return
+    folder = run.run_dir / "figures"
+    folder.mkdir(exist_ok=True)
+    for name, png in images.items():
+        (folder / f"{name}.png").write_bytes(png)
+    last = run.recorder.last.step if run.recorder.last else 0
+    run.tensorboard.write_images(last, images)
 
 
 def _summary(
@@ -237,6 +276,7 @@ def _summary(
         "device": str(run.device) if run else None,
         "num_params": sum(p.numel() for p in run.model.parameters()) if run else None,
         "gradexp_version": gradexp.__version__,
+        **(report.summarize(run.config, recorder, run.prediction) if run else {}),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 

@@ -18,10 +18,13 @@ FLUSH_SECONDS = 1.0  # how often measurements are copied to the host, written an
 
 @dataclass
 class StepRecord:
-    """What the sinks receive for one logged step: scalar tags (TensorBoard names) to values."""
+    """What the sinks receive for one step: scalar tags (TensorBoard names) to values, histogram
+    tags to `histogram_stats` rows, and vectors (a value per time step, say) by tag."""
 
     step: int
     scalars: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, list[float]] = field(default_factory=dict)
+    vectors: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,11 +57,16 @@ class GradientRecorder:
         self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
         # (step, lr, loss, per-parameter norms, total norm after clipping or None), on the device
         self._rows: list[tuple[int, float, Tensor, Tensor, Tensor | None]] = []
-        self._evals: list[tuple[int, dict[str, Tensor]]] = []
+        self._extras: list[tuple[int, str, dict[str, Tensor]]] = []  # (step, StepRecord field, values)
         self._last_flush = time.monotonic()
         self.first: StepRecord | None = None
         self.last: StepRecord | None = None
         self.divergence: Divergence | None = None
+        self.steps_seen = self.clipped_steps = 0  # clipping statistics over every step, logged or not
+        self.first_values: dict[str, float] = {}  # every scalar tag's first and last recorded value
+        self.last_values: dict[str, float] = {}
+        self.norm_history: list[tuple[int, list[float]]] = []  # (step, layer norms) per logged step
+        self.vector_history: dict[str, list[tuple[int, list[float]]]] = {}
         self._zero: Tensor | None = None
 
     def measure(self) -> None:
@@ -80,8 +88,15 @@ class GradientRecorder:
         """Keep references to this step's measurements; all arithmetic on them waits for flush."""
         self._rows.append((step, lr, loss.detach(), self._norms, clipped_total))
 
-    def record_eval(self, step: int, metrics: dict[str, Tensor]) -> None:
-        self._evals.append((step, metrics))
+    def record_scalars(self, step: int, values: dict[str, Tensor]) -> None:
+        """Scalars measured at `step` (validation, diagnostics), as 0-d device tensors."""
+        self._extras.append((step, "scalars", values))
+
+    def record_histograms(self, step: int, stats: dict[str, Tensor]) -> None:
+        self._extras.append((step, "histograms", stats))
+
+    def record_vectors(self, step: int, vectors: dict[str, Tensor]) -> None:
+        self._extras.append((step, "vectors", vectors))
 
     def due(self) -> bool:
         return time.monotonic() - self._last_flush >= FLUSH_SECONDS
@@ -96,17 +111,33 @@ class GradientRecorder:
                 if self.divergence is not None:
                     break
                 bad = not all(math.isfinite(v) for v in values)
+                self.steps_seen += 1
+                self.clipped_steps += self.clipping and values[2] < values[1] * (1 - 1e-6)
                 if step % self.log_every == 0 or step == self.last_step or bad:
                     records[step] = self._step_record(step, lr, values)
                 if bad:
                     self._diverge(step, values)
-        for step, metrics in self._evals:
+        for step, kind, values in self._extras:
             if self.divergence is None or step <= self.divergence.step:
-                values = torch.stack(list(metrics.values())).cpu().tolist()
-                record = records.setdefault(step, StepRecord(step))
-                record.scalars.update(zip(metrics, values))
-        self._rows, self._evals = [], []
-        return [records[s] for s in sorted(records)]
+                host = torch.stack(list(values.values())).cpu().tolist()
+                getattr(records.setdefault(step, StepRecord(step)), kind).update(zip(values, host))
+        self._rows, self._extras = [], []
+        ordered = [records[s] for s in sorted(records)]
+        self._remember(ordered)
+        return ordered
+
+    def _remember(self, records: list[StepRecord]) -> None:
+        """Keep what the summary and the figures need once the sinks have written the rest."""
+        for record in records:
+            for tag, value in record.scalars.items():
+                self.first_values.setdefault(tag, value)
+                self.last_values[tag] = value
+            if f"grad_norm/{self.layer_names[0]}" in record.scalars:
+                self.norm_history.append(
+                    (record.step, [record.scalars[f"grad_norm/{n}"] for n in self.layer_names])
+                )
+            for tag, vector in record.vectors.items():
+                self.vector_history.setdefault(tag, []).append((record.step, vector))
 
     def _table(self) -> list[list[float]]:
         """Pending steps as host rows: [loss, total norm, total after clipping, *norms]."""
@@ -121,6 +152,8 @@ class GradientRecorder:
         scalars = {"loss/train": loss, "lr": lr, "grad_norm/total": total}
         if self.clipping:
             scalars["grad_norm/total_clipped"] = clipped_total
+            scalars["clip/clipped"] = float(clipped_total < total * (1 - 1e-6))
+            scalars["clip/fraction"] = self.clipped_steps / self.steps_seen
         layer_norms = values[3 : 3 + len(self.layer_names)]
         scalars.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
         record = StepRecord(step, scalars)

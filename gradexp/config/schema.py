@@ -114,6 +114,14 @@ class TrainerConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    every: int | None = 50  # signals every this many steps, and at the first and last; null: off
+    histograms_every: int | None = 250  # null: off
+    saturation_fraction: float = 0.1  # saturated: phi' below this fraction of its maximum
+    figures: bool = True
+
+
+@dataclass
 class RunConfig:
     """The whole validated configuration of one run, as the builders and the engine read it."""
 
@@ -125,6 +133,7 @@ class RunConfig:
     scheduler: SchedulerConfig
     task: TaskConfig
     trainer: TrainerConfig
+    diagnostics: DiagnosticsConfig
 
 
 GROUP_SCHEMAS = {
@@ -135,4 +144,5 @@ GROUP_SCHEMAS = {
     "scheduler": SchedulerConfig,
     "task": TaskConfig,
     "trainer": TrainerConfig,
+    "diagnostics": DiagnosticsConfig,
 }

@@ -203,6 +203,15 @@ def _check_ranges(c: RunConfig) -> None:
     for key in ("max_norm", "value"):
         value = getattr(c.trainer.clip, key)
         _require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")
+    for key in ("every", "histograms_every"):
+        value = getattr(c.diagnostics, key)
+        _require(value is None or value >= 1, f"diagnostics.{key}", value, "an integer >= 1 or null")
+    _require(
+        0 < c.diagnostics.saturation_fraction < 1,
+        "diagnostics.saturation_fraction",
+        c.diagnostics.saturation_fraction,
+        "a number in (0, 1)",
+    )
 
 
 def _check_init_ranges(c: RunConfig) -> None:

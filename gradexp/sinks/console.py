@@ -43,21 +43,75 @@ class ConsoleSink:
 
     def finish(self, summary: dict, run_dir: str) -> None:
         self.close()
-        first, last = summary["grad_norm_first"], summary["grad_norm_last"]
-        table = Table(title="Gradient norm per layer (weight matrix, L2)")
-        table.add_column("layer")
-        table.add_column("step 0", justify="right")
-        table.add_column(f"step {summary['last_recorded_step']}", justify="right")
-        table.add_column("last / first", justify="right")
-        for layer in summary["layers"]:
-            a, b = first.get(layer), last.get(layer)
-            ratio = b / a if a and b is not None and math.isfinite(b) else None
-            table.add_row(layer, _fmt(a), _fmt(b), _fmt(ratio))
-        self.console.print(table)
+        self.console.print(_layer_table(summary))
+        for line in _diagnosis(summary):
+            self.console.print(line)
         self.console.print(_status_line(summary))
         shown = _relative_to_cwd(run_dir)
         self.console.print(f"files:       {shown}")
         self.console.print(f"tensorboard: tensorboard --logdir {shown}")
+
+
+# Optional per-layer columns: (summary key, heading), shown when the run measured them.
+_SIGNAL_COLUMNS = [
+    ("grad_signal_first", "signal ||dL/dz|| 0"),
+    ("act_std_first", "act std 0"),
+    ("saturation_first", "saturated 0"),
+    ("saturation_last", "saturated last"),
+    ("dead_first", "dead 0"),
+    ("dead_last", "dead last"),
+    ("update_ratio_last", "update ratio last"),
+]
+
+
+def _layer_table(summary: dict) -> Table:
+    first, last = summary["grad_norm_first"], summary["grad_norm_last"]
+    columns = [(key, heading) for key, heading in _SIGNAL_COLUMNS if summary.get(key)]
+    table = Table(title="Per layer: gradient norm (weight matrix, L2) and what explains it")
+    table.add_column("layer")
+    table.add_column("grad 0", justify="right")
+    table.add_column(f"grad {summary['last_recorded_step']}", justify="right")
+    table.add_column("last / first", justify="right")
+    for _, heading in columns:
+        table.add_column(heading, justify="right")
+    for layer in summary["layers"]:
+        a, b = first.get(layer), last.get(layer)
+        ratio = b / a if a and b is not None and math.isfinite(b) else None
+        extra = [_fmt(summary[key].get(layer)) for key, _ in columns]
+        table.add_row(layer, _fmt(a), _fmt(b), _fmt(ratio), *extra)
+    return table
+
+
+def _diagnosis(s: dict) -> list[str]:
+    """The verdict and the few numbers that support it."""
+    lines = []
+    verdict = f"[bold]{s['verdict']}[/]" if s.get("verdict") else "-"
+    if s.get("chi1_predicted") is not None:
+        scale = s["depth_scale_predicted"]
+        lines.append(
+            f"theory (mean field): chi_1 = {_fmt(s['chi1_predicted'])} per layer"
+            + (f", depth scale {_fmt(scale)} layers" if scale is not None else "")
+            + f" -> {s['verdict_predicted']}   ({s['theory_note']})"
+        )
+    elif s.get("theory_note"):
+        lines.append(f"theory: {s['theory_note']}")
+    if s.get("signal_factor_measured") is not None:
+        lines.append(
+            f"measured: the squared signal changes by {_fmt(s['signal_factor_measured'])} per layer "
+            f"at step 0 -> {verdict}"
+        )
+    for layer, ratio in (s.get("grad_through_time_ratio_first") or {}).items():
+        lines.append(
+            f"gradient through time ({layer}): ||dL/dh_1|| / ||dL/dh_T|| = {_fmt(ratio)} at step 0 "
+            f"-> {verdict}"
+        )
+    for layer, sigma in (s.get("spectral_norm_first") or {}).items():
+        lines.append(
+            f"largest singular value of {layer}: {_fmt(sigma)} -> {_fmt(s['spectral_norm_last'].get(layer))}"
+        )
+    if s.get("clip_fraction") is not None:
+        lines.append(f"clipping: {100 * s['clip_fraction']:.0f}% of steps were clipped")
+    return lines
 
 
 def _relative_to_cwd(path: str) -> str:

@@ -1,29 +1,70 @@
-"""TensorBoard event files in the run directory: one event per step carrying every tag."""
+"""TensorBoard event files in the run directory: one event per step carrying every tag, a
+custom-scalars layout that overlays every layer of a signal in one chart, and the figures."""
 
+import math
+import struct
 import time
 from pathlib import Path
 
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from torch.utils.tensorboard.summary import custom_scalars
 
+from gradexp.diagnostics.histograms import histogram_proto
 from gradexp.recorder import StepRecord
+
+# One chart per signal, each overlaying every layer (TensorBoard's Custom Scalars dashboard).
+LAYOUT = {
+    "gradexp": {
+        "loss": ["Multiline", [r"loss/.*"]],
+        "gradient norm per layer (weights)": ["Multiline", [r"grad_norm/\d+_.*"]],
+        "total gradient norm, before and after clipping": ["Multiline", [r"grad_norm/total.*"]],
+        "back-propagated signal ||dL/dz|| per layer": ["Multiline", [r"grad_signal/.*"]],
+        "activation mean per layer": ["Multiline", [r"act_mean/.*"]],
+        "activation std per layer": ["Multiline", [r"act_std/.*"]],
+        "saturated units (share)": ["Multiline", [r"saturation/.*"]],
+        "dead units (share)": ["Multiline", [r"dead/.*"]],
+        "weight norm per layer": ["Multiline", [r"weight_norm/.*"]],
+        "update ratio ||dW|| / ||W|| per layer": ["Multiline", [r"update_ratio/.*"]],
+        "largest singular value of W_hh": ["Multiline", [r"spectral_norm/.*"]],
+        "gradient through time ||dL/dh_1|| / ||dL/dh_T||": ["Multiline", [r"grad_through_time_ratio/.*"]],
+        "clipping": ["Multiline", [r"clip/.*"]],
+    }
+}
 
 
 class TensorBoardSink:
-    """Writes each StepRecord as a single event holding all its scalars, rather than one event
+    """Writes each StepRecord as a single event holding all its values, rather than one event
     per tag: the file stays small and writing 30 layers costs one protobuf, not 30."""
 
     def __init__(self, run_dir: Path):
         self._writer = EventFileWriter(str(run_dir), flush_secs=30)
+        self._add(0, custom_scalars(LAYOUT))
+
+    def _add(self, step: int, summary: Summary) -> None:
+        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
 
     def write(self, records: list[StepRecord]) -> None:
         for record in records:
             values = [Summary.Value(tag=t, simple_value=v) for t, v in record.scalars.items()]
-            self._writer.add_event(
-                Event(wall_time=time.time(), step=record.step, summary=Summary(value=values))
-            )
+            values += [
+                Summary.Value(tag=t, histo=histogram_proto(stats))
+                for t, stats in record.histograms.items()
+                if all(math.isfinite(v) for v in stats)  # a diverged tensor has no histogram
+            ]
+            self._add(record.step, Summary(value=values))
+        self._writer.flush()
+
+    def write_images(self, step: int, images: dict[str, bytes]) -> None:
+        values = [Summary.Value(tag=f"figures/{name}", image=_image(png)) for name, png in images.items()]
+        self._add(step, Summary(value=values))
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _image(png: bytes) -> Summary.Image:
+    width, height = struct.unpack(">II", png[16:24])  # from the PNG's IHDR chunk
+    return Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)

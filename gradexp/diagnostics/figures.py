@@ -1,0 +1,78 @@
+"""Figures drawn at the end of a run, as PNG bytes for TensorBoard and for the run directory:
+gradient flow (layer by step), gradient norm against depth, and an RNN's gradient through time."""
+
+import io
+import math
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _log10(values) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(array) & (array > 0), np.log10(array), np.nan)
+
+
+def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> bytes:
+    """Layers (input at the bottom) by recorded steps, colour = log10 of the gradient norm: a
+    vanishing network is dark at the bottom, an exploding one bright."""
+    steps = [s for s, _ in history]
+    grid = _log10([norms for _, norms in history]).T
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(layers) + 2))
+    extent = (steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(layers) - 0.5)
+    image = ax.imshow(
+        grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest", extent=extent
+    )
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_title("gradient flow: log10 ||dL/dW|| per layer")
+    fig.colorbar(image, ax=ax, label="log10 gradient norm")
+    return _png(fig)
+
+
+def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -> bytes:
+    """Each named series (e.g. 'grad norm, step 0') as a line over the layers, on a log scale."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(1, len(layers) + 1)
+    for label, values in series.items():
+        y = [values.get(layer, math.nan) for layer in layers]
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("layer (input to output)")
+    ax.set_ylabel("norm")
+    ax.set_title("gradient against depth")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    return _png(fig)
+
+
+def through_time(curves: dict[str, list[tuple[int, list[float]]]]) -> bytes:
+    """||dL/dh_t|| against t, one line per recorded training step (darker = later)."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(8 * len(curves), 4), squeeze=False)
+    for ax, (tag, history) in zip(axes[0], curves.items()):
+        picks = (
+            history if len(history) <= 8 else [history[round(i * (len(history) - 1) / 7)] for i in range(8)]
+        )
+        colours = plt.cm.viridis(np.linspace(0.9, 0.1, len(picks)))
+        for (step, values), colour in zip(picks, colours):
+            ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=f"step {step}")
+        ax.set_yscale("log")
+        ax.set_xlabel("time step t")
+        ax.set_ylabel("||dL/dh_t||")
+        ax.set_title(f"gradient through time: {tag.split('/')[-1]}")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    return _png(fig)

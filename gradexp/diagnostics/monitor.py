@@ -1,0 +1,86 @@
+"""The engine's single entry point to the diagnostics: what to measure at a diagnostic step,
+before and after the optimizer's update, handed to the recorder as device tensors."""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import Tensor, nn
+
+from gradexp.config.schema import DiagnosticsConfig
+from gradexp.diagnostics.histograms import histogram_stats
+from gradexp.diagnostics.signals import MLPSignals
+from gradexp.diagnostics.through_time import ThroughTime
+from gradexp.models import MLP, RNN
+from gradexp.recorder import GradientRecorder
+
+
+class Diagnostics:
+    def __init__(
+        self,
+        cfg: DiagnosticsConfig,
+        model: nn.Module,
+        family: str | None,
+        recorder: GradientRecorder,
+        last_step: int,
+    ):
+        self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
+        self.names = [name for name, _ in model.layers()]
+        self.weights = [w for _, w in model.layers()]
+        self.signals = self.through_time = None
+        if isinstance(model, MLP):
+            hidden = list(zip(self.names[:-1], model.hidden))
+            self.signals = MLPSignals(hidden, (self.names[-1], model.output), family, cfg.saturation_fraction)
+        if isinstance(model, RNN):
+            self.through_time = ThroughTime(model)
+            self.recurrent = [(n, w) for n, w in model.layers() if n.endswith("_hh")]
+        self._pending: tuple[int, dict[str, Tensor], list[Tensor], list[Tensor]] | None = None
+
+    def due(self, step: int) -> bool:
+        return self.cfg.every is not None and (step % self.cfg.every == 0 or step == self.last_step)
+
+    def _histograms_due(self, step: int) -> bool:
+        every = self.cfg.histograms_every
+        return every is not None and (step % every == 0 or step == self.last_step)
+
+    def watch(self) -> AbstractContextManager:
+        """Hooks for the forward and backward pass of a diagnostic step (MLPs only)."""
+        return self.signals.capture() if self.signals else nullcontext()
+
+    @torch.no_grad()
+    def before_update(self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> None:
+        """Collect the step's signals; snapshot the weights so the update can be measured."""
+        values: dict[str, Tensor] = dict(self.signals.values) if self.signals else {}
+        activations = dict(self.signals.activations) if self.signals else {}
+        if self.through_time:
+            with torch.enable_grad():
+                norms, activations = self.through_time.measure(*batch, loss_fn)
+            vectors = {f"grad_through_time/{layer}": v for layer, v in norms.items()}
+            self.recorder.record_vectors(step, vectors)
+            for layer, v in norms.items():
+                values[f"grad_through_time_ratio/{layer}"] = v[0] / v[-1]
+            for name, w in self.recurrent:
+                values[f"spectral_norm/{name}"] = torch.linalg.matrix_norm(w, ord=2)
+        weight_norms = torch._foreach_norm(self.weights)
+        values.update((f"weight_norm/{n}", v) for n, v in zip(self.names, weight_norms))
+        if self._histograms_due(step):
+            self._histograms(step, activations)
+        self._pending = (step, values, weight_norms, torch._foreach_mul(self.weights, 1.0))
+
+    @torch.no_grad()
+    def after_update(self) -> None:
+        """update_ratio = ||W_after - W_before|| / ||W_before||, then hand everything over."""
+        step, values, weight_norms, before = self._pending
+        deltas = torch._foreach_norm(torch._foreach_sub(self.weights, before))
+        ratios = torch.stack(deltas) / torch.stack(weight_norms).clamp_min(1e-30)
+        values.update((f"update_ratio/{n}", r) for n, r in zip(self.names, ratios))
+        self.recorder.record_scalars(step, values)
+        self._pending = None
+
+    def _histograms(self, step: int, activations: dict[str, Tensor]) -> None:
+        grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]
+        tags = [f"weights/{n}" for n in self.names] + [f"gradients/{n}" for n in self.names]
+        tensors = self.weights + grads
+        tags += [f"activations/{n}" for n in activations]
+        tensors += list(activations.values())
+        self.recorder.record_histograms(step, dict(zip(tags, histogram_stats(tensors))))

@@ -1,0 +1,136 @@
+"""What the diagnostics add to a run's summary and figures: the mean-field prediction, read off
+the initialized network, beside the measured signals and a verdict."""
+
+import math
+
+import torch
+from torch import nn
+
+from gradexp.activations import ACTIVATIONS
+from gradexp.config.schema import RunConfig
+from gradexp.diagnostics import figures
+from gradexp.diagnostics.theory import measured_factor, predict_chi1, verdict
+from gradexp.models import MLP
+from gradexp.recorder import GradientRecorder
+
+# Per-layer signals whose first and last values go into summary.json as <prefix>_first/_last.
+SIGNALS = (
+    "grad_signal",
+    "act_mean",
+    "act_std",
+    "saturation",
+    "dead",
+    "weight_norm",
+    "update_ratio",
+    "spectral_norm",
+    "grad_through_time_ratio",
+)
+
+
+def predict(config: RunConfig, model: nn.Module) -> dict:
+    """chi_1 for the network as initialized, or a sentence saying why the theory does not apply.
+    sigma_w^2 = fan_in * E[W^2] and the bias statistics are read off the hidden layers, so
+    every initializer works without declaring its variance."""
+    reason = _not_applicable(config, model)
+    if reason is None:
+        layers = list(model.hidden)
+        square = [m.linear for m in layers if m.linear.in_features == m.linear.out_features] or [
+            layers[0].linear
+        ]
+        weights = torch.cat([m.weight.detach().flatten() for m in square])
+        if weights.std() == 0 or abs(weights.mean()) > 0.1 * weights.std():
+            reason = "the weights are not zero-mean and random (the theory assumes i.i.d. zero-mean weights)"
+    if reason is not None:
+        return {
+            "chi1_predicted": None,
+            "depth_scale_predicted": None,
+            "verdict_predicted": None,
+            "theory_note": f"mean-field theory does not apply: {reason}",
+        }
+    sigma_w2 = sum(m.in_features * m.weight.detach().pow(2).mean().item() for m in square) / len(square)
+    biases = torch.cat([m.linear.bias.detach() for m in layers])
+    prediction = predict_chi1(
+        ACTIVATIONS[config.activation.name](config.activation),
+        sigma_w2,
+        biases.mean().item(),
+        biases.var().item() if biases.numel() > 1 else 0.0,
+    )
+    note = f"sigma_w^2 = {sigma_w2:.3g}, q* = {prediction.q_star:.3g}"
+    if prediction.forward_explodes:
+        note += "; the forward variance has no fixed point (activations grow without bound)"
+    return {
+        "chi1_predicted": prediction.chi1,
+        "depth_scale_predicted": prediction.depth_scale,
+        "verdict_predicted": verdict(prediction.chi1, config.model.depth),
+        "theory_note": note,
+    }
+
+
+def _not_applicable(config: RunConfig, model: nn.Module) -> str | None:
+    if not isinstance(model, MLP):
+        return "it describes MLPs; for an RNN read the gradient through time"
+    if config.norm.name != "none":
+        return f"norm={config.norm.name} rescales every pre-activation"
+    if config.model.residual:
+        return "residual connections add a path that skips each layer"
+    if config.model.dropout > 0:
+        return "dropout changes the variance map"
+    return None
+
+
+def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -> dict:
+    """The diagnostics' keys of summary.json."""
+    summary = {}
+    order = {name: i for i, name in enumerate(recorder.layer_names)}
+    for prefix in SIGNALS:
+        for when, values in (("first", recorder.first_values), ("last", recorder.last_values)):
+            layers = {tag.split("/", 1)[1]: v for tag, v in values.items() if tag.startswith(prefix + "/")}
+            summary[f"{prefix}_{when}"] = dict(
+                sorted(layers.items(), key=lambda kv: (order.get(kv[0], 0), kv[0]))
+            )
+    for when, pick in (("first", 0), ("last", -1)):
+        summary[f"grad_through_time_{when}"] = {
+            tag.split("/", 1)[1]: history[pick][1] for tag, history in recorder.vector_history.items()
+        }
+    summary["clip_fraction"] = (
+        recorder.clipped_steps / recorder.steps_seen if recorder.clipping and recorder.steps_seen else None
+    )
+    factor = None
+    if config.model.name == "mlp":
+        hidden = recorder.layer_names[:-1]
+        signal = summary["grad_signal_first"]
+        factor = measured_factor([signal[n] for n in hidden]) if all(n in signal for n in hidden) else None
+        measured_verdict = verdict(factor, config.model.depth)
+    else:
+        ratios = summary["grad_through_time_ratio_first"]
+        first = ratios.get("rnn1")
+        measured_verdict = (
+            verdict(first**2, 1) if first is not None and math.isfinite(first) and first > 0 else None
+        )
+    summary["signal_factor_measured"] = factor
+    summary["verdict"] = measured_verdict
+    summary.update(prediction)
+    return summary
+
+
+def draw(recorder: GradientRecorder) -> dict[str, bytes]:
+    """The end-of-run figures, by file name, from what the recorder kept."""
+    drawn = {}
+    layers = recorder.layer_names
+    if recorder.norm_history:
+        drawn["gradient_flow"] = figures.gradient_flow(layers, recorder.norm_history)
+        series = {
+            f"grad norm, step {recorder.norm_history[0][0]}": dict(zip(layers, recorder.norm_history[0][1]))
+        }
+        if len(recorder.norm_history) > 1:
+            step, norms = recorder.norm_history[-1]
+            series[f"grad norm, step {step}"] = dict(zip(layers, norms))
+        signal = {
+            t.split("/", 1)[1]: v for t, v in recorder.first_values.items() if t.startswith("grad_signal/")
+        }
+        if signal:
+            series[f"back-propagated signal ||dL/dz||, step {recorder.norm_history[0][0]}"] = signal
+        drawn["norm_vs_depth"] = figures.norm_against_depth(layers, series)
+    if recorder.vector_history:
+        drawn["grad_through_time"] = figures.through_time(recorder.vector_history)
+    return drawn
