@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=90)  # no bbox_inches="tight": it renders twice
     plt.close(fig)
     return buffer.getvalue()
 
@@ -39,6 +39,7 @@ def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> 
     ax.set_xlabel("step")
     ax.set_title("gradient flow: log10 ||dL/dW|| per layer")
     fig.colorbar(image, ax=ax, label="log10 gradient norm")
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.08, top=0.93)  # room for the layer names
     return _png(fig)
 
 

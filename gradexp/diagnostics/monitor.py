@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from gradexp.config.schema import DiagnosticsConfig
-from gradexp.diagnostics.histograms import histogram_stats
+from gradexp.diagnostics.histograms import Histograms
 from gradexp.diagnostics.signals import MLPSignals
 from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.models import MLP, RNN
@@ -34,7 +34,9 @@ class Diagnostics:
         if isinstance(model, RNN):
             self.through_time = ThroughTime(model)
             self.recurrent = [(n, w) for n, w in model.layers() if n.endswith("_hh")]
-        self._pending: tuple[int, dict[str, Tensor], list[Tensor], list[Tensor]] | None = None
+        self.histograms = Histograms()
+        self._before: list[Tensor] | None = None  # the weights before the update, reused every time
+        self._pending: tuple[int, dict[str, Tensor], list[Tensor]] | None = None
 
     def due(self, step: int) -> bool:
         return self.cfg.every is not None and (step % self.cfg.every == 0 or step == self.last_step)
@@ -50,7 +52,7 @@ class Diagnostics:
     @torch.no_grad()
     def before_update(self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> None:
         """Collect the step's signals; snapshot the weights so the update can be measured."""
-        values: dict[str, Tensor] = dict(self.signals.values) if self.signals else {}
+        values: dict[str, Tensor] = self.signals.values() if self.signals else {}
         activations = dict(self.signals.activations) if self.signals else {}
         if self.through_time:
             with torch.enable_grad():
@@ -65,13 +67,17 @@ class Diagnostics:
         values.update((f"weight_norm/{n}", v) for n, v in zip(self.names, weight_norms))
         if self._histograms_due(step):
             self._histograms(step, activations)
-        self._pending = (step, values, weight_norms, torch._foreach_mul(self.weights, 1.0))
+        if self._before is None:
+            self._before = [torch.empty_like(w) for w in self.weights]
+        torch._foreach_copy_(self._before, self.weights)
+        self._pending = (step, values, weight_norms)
 
     @torch.no_grad()
     def after_update(self) -> None:
         """update_ratio = ||W_after - W_before|| / ||W_before||, then hand everything over."""
-        step, values, weight_norms, before = self._pending
-        deltas = torch._foreach_norm(torch._foreach_sub(self.weights, before))
+        step, values, weight_norms = self._pending
+        torch._foreach_sub_(self._before, self.weights)  # in place: before - after = -update
+        deltas = torch._foreach_norm(self._before)
         ratios = torch.stack(deltas) / torch.stack(weight_norms).clamp_min(1e-30)
         values.update((f"update_ratio/{n}", r) for n, r in zip(self.names, ratios))
         self.recorder.record_scalars(step, values)
@@ -83,4 +89,4 @@ class Diagnostics:
         tensors = self.weights + grads
         tags += [f"activations/{n}" for n in activations]
         tensors += list(activations.values())
-        self.recorder.record_histograms(step, dict(zip(tags, histogram_stats(tensors))))
+        self.recorder.record_histograms(step, dict(zip(tags, self.histograms.stats(tensors))))

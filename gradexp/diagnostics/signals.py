@@ -30,15 +30,20 @@ class MLPSignals:
         saturation_fraction: float,
     ):
         self.hidden, self.output, self.family = hidden, output, family
-        activation = hidden[0][1].activation if hidden else None
-        self.threshold = saturation_fraction * max_derivative(activation) if family == "saturating" else None
-        self.values: dict[str, Tensor] = {}
+        self.activation = hidden[0][1].activation
+        self.threshold = (
+            saturation_fraction * max_derivative(self.activation) if family == "saturating" else None
+        )
+        self.names = [name for name, _ in hidden]
+        self._grads: dict[str, Tensor] = {}
+        self._inputs: dict[str, Tensor] = {}
         self.activations: dict[str, Tensor] = {}
 
     @contextmanager
     def capture(self) -> Iterator[None]:
-        """Install the hooks for one forward and backward pass; remove them afterwards."""
-        self.values, self.activations = {}, {}
+        """Install the hooks for one forward and backward pass; remove them afterwards. The hooks
+        only keep references: `values` computes every statistic in a few batched operations."""
+        self._grads, self._inputs, self.activations = {}, {}, {}
         handles = []
         for name, layer in self.hidden:
             handles.append(layer.linear.register_forward_hook(partial(self._on_linear, name)))
@@ -52,17 +57,28 @@ class MLPSignals:
 
     def _on_linear(self, name: str, module: nn.Module, inputs, z: Tensor) -> None:
         if z.requires_grad:
-            z.register_hook(partial(self._on_signal, name))
-
-    def _on_signal(self, name: str, grad: Tensor) -> None:
-        self.values[f"grad_signal/{name}"] = torch.linalg.vector_norm(grad)
+            z.register_hook(partial(self._grads.__setitem__, name))
 
     def _on_activation(self, name: str, module: nn.Module, inputs, output: Tensor) -> None:
-        u, a = inputs[0].detach(), output.detach()
-        self.activations[name] = a
-        self.values[f"act_mean/{name}"] = a.mean()
-        self.values[f"act_std/{name}"] = a.std()
+        self._inputs[name] = inputs[0].detach()
+        self.activations[name] = output.detach()
+
+    def values(self) -> dict[str, Tensor]:
+        """The captured step's signals, as 0-d device tensors by tag."""
+        if not self._grads:
+            return {}
+        names = [*self.names, self.output[0]]
+        values = dict(
+            zip([f"grad_signal/{n}" for n in names], torch._foreach_norm([self._grads[n] for n in names]))
+        )
+        outputs = torch.stack([self.activations[n] for n in self.names]).flatten(1)  # layer x (batch * units)
+        values.update(zip([f"act_mean/{n}" for n in self.names], outputs.mean(dim=1).unbind()))
+        values.update(zip([f"act_std/{n}" for n in self.names], outputs.std(dim=1).unbind()))
+        inputs = torch.stack([self._inputs[n] for n in self.names])  # layer x batch x units
         if self.family == "saturating":
-            self.values[f"saturation/{name}"] = (derivative(module, u) < self.threshold).float().mean()
+            saturated = (derivative(self.activation, inputs) < self.threshold).float().mean(dim=(1, 2))
+            values.update(zip([f"saturation/{n}" for n in self.names], saturated.unbind()))
         elif self.family == "rectifier":
-            self.values[f"dead/{name}"] = (u <= 0).all(dim=0).float().mean()
+            dead = (inputs <= 0).all(dim=1).float().mean(dim=1)
+            values.update(zip([f"dead/{n}" for n in self.names], dead.unbind()))
+        return values
