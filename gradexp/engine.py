@@ -116,7 +116,7 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
     family = FAMILIES[config.activation.name] if config.model.name == "mlp" else None
     diagnostics = (
         Diagnostics(config.diagnostics, model, family, recorder, t.steps - 1)
-        if config.diagnostics.every is not None
+        if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
         else None
     )
     run = Run(

@@ -30,5 +30,5 @@ def test_overhead_benchmark_prints_a_ratio_per_variant():
     )
     assert result.returncode == 0, result.stderr
     ratios = re.findall(r"ratio (\d+\.\d+)", result.stdout)
-    assert len(ratios) == 4 and all(float(r) > 0 for r in ratios)
+    assert len(ratios) == 5 and all(float(r) > 0 for r in ratios)
     assert "bare PyTorch loop" in result.stdout and "every signal every step" in result.stdout

@@ -246,3 +246,14 @@ def test_summary_carries_every_signal_first_and_last(tmp_path):
     assert set(s["act_std_first"]) == set(s["layers"][:-1])
     assert set(s["grad_signal_first"]) == set(s["layers"])
     assert {"chi1_predicted", "signal_factor_measured", "verdict", "theory_note", "clip_fraction"} <= set(s)
+
+
+def test_histograms_keep_their_own_interval_when_signals_are_sparser(tmp_path):
+    train(
+        make_config("diagnostics.every=15", "diagnostics.histograms_every=4", "model.depth=2"),
+        tmp_path,
+        show_progress=False,
+    )
+    acc = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert [h.step for h in acc.Histograms("weights/001_hidden")] == [0, 4, 8, 12, 16, 19]

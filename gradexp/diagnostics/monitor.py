@@ -39,11 +39,11 @@ class Diagnostics:
         self._pending: tuple[int, dict[str, Tensor], list[Tensor]] | None = None
 
     def due(self, step: int) -> bool:
-        return self.cfg.every is not None and (step % self.cfg.every == 0 or step == self.last_step)
+        """A diagnostic step: signals or histograms are due (activation histograms need the hooks)."""
+        return self._every(self.cfg.every, step) or self._every(self.cfg.histograms_every, step)
 
-    def _histograms_due(self, step: int) -> bool:
-        every = self.cfg.histograms_every
-        return every is not None and (step % every == 0 or step == self.last_step)
+    def _every(self, interval: int | None, step: int) -> bool:
+        return interval is not None and (step % interval == 0 or step == self.last_step)
 
     def watch(self) -> AbstractContextManager:
         """Hooks for the forward and backward pass of a diagnostic step (MLPs only)."""
@@ -65,7 +65,7 @@ class Diagnostics:
                 values[f"spectral_norm/{name}"] = torch.linalg.matrix_norm(w, ord=2)
         weight_norms = torch._foreach_norm(self.weights)
         values.update((f"weight_norm/{n}", v) for n, v in zip(self.names, weight_norms))
-        if self._histograms_due(step):
+        if self._every(self.cfg.histograms_every, step):
             self._histograms(step, activations)
         if self._before is None:
             self._before = [torch.empty_like(w) for w in self.weights]

@@ -61,10 +61,12 @@ def predict_chi1(
     def expect(values: Tensor) -> float:
         return float((w * values).sum())
 
-    q, explodes = 1.0, False
-    for _ in range(MAX_ITERATIONS):
-        h = bias_mean + math.sqrt(q) * z
-        q_next = sigma_w2 * expect(activation(h) ** 2) + sigma_b2
+    def chi_at(q: float) -> float:
+        return sigma_w2 * expect(derivative(activation, bias_mean + math.sqrt(q) * z) ** 2)
+
+    q, explodes, chi_before = 1.0, False, None
+    for i in range(MAX_ITERATIONS):
+        q_next = sigma_w2 * expect(activation(bias_mean + math.sqrt(q) * z) ** 2) + sigma_b2
         if not math.isfinite(q_next) or q_next > Q_OVERFLOW:
             explodes = True
             break
@@ -72,8 +74,12 @@ def predict_chi1(
         q = q_next
         if converged:
             break
-    h = bias_mean + math.sqrt(q) * z
-    chi1 = sigma_w2 * expect(derivative(activation, h) ** 2)
+        if i % 100 == 99:  # q can drift for ever where chi_1 no longer moves (ReLU at sigma_w^2 = 2)
+            chi_now = chi_at(q)
+            if chi_before is not None and abs(chi_now - chi_before) <= 1e-10:
+                break
+            chi_before = chi_now
+    chi1 = chi_at(q)
     scale = 1 / abs(math.log(chi1)) if chi1 > 0 and chi1 != 1 else None
     return Prediction(chi1, q, scale, explodes)
 
