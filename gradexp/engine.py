@@ -145,7 +145,8 @@ def _train_loop(run: Run) -> None:
     clipping = run.recorder.clipping
     for step in range(t.steps):
         if step % t.eval_every == 0:
-            run.recorder.record_scalars(step, evaluate(run, "val"))
+            metrics = evaluate(run, "val")
+            run.recorder.record_scalars(step, list(metrics), torch.stack(list(metrics.values())))
         diagnose = run.diagnostics is not None and run.diagnostics.due(step)
         run.optimizer.zero_grad(set_to_none=True)
         loss, batch = _forward_backward(run, run.diagnostics.watch() if diagnose else nullcontext())
@@ -229,9 +230,8 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
     final = {}
     if status == "completed":
         final = {**evaluate(run, "val"), **evaluate(run, "train")}
-        recorder.record_scalars(
-            run.config.trainer.steps, {k: v for k, v in final.items() if k.endswith("/val")}
-        )
+        val = [k for k in final if k.endswith("/val")]
+        recorder.record_scalars(run.config.trainer.steps, val, torch.stack([final[k] for k in val]))
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
     if run.config.diagnostics.figures:

@@ -57,7 +57,8 @@ class GradientRecorder:
         self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
         # (step, lr, loss, per-parameter norms, total norm after clipping or None), on the device
         self._rows: list[tuple[int, float, Tensor, Tensor, Tensor | None]] = []
-        self._extras: list[tuple[int, str, dict[str, Tensor]]] = []  # (step, StepRecord field, values)
+        # (step, StepRecord field, tags, one device tensor with a row per tag)
+        self._extras: list[tuple[int, str, list[str], Tensor]] = []
         self._last_flush = time.monotonic()
         self.first: StepRecord | None = None
         self.last: StepRecord | None = None
@@ -88,15 +89,16 @@ class GradientRecorder:
         """Keep references to this step's measurements; all arithmetic on them waits for flush."""
         self._rows.append((step, lr, loss.detach(), self._norms, clipped_total))
 
-    def record_scalars(self, step: int, values: dict[str, Tensor]) -> None:
-        """Scalars measured at `step` (validation, diagnostics), as 0-d device tensors."""
-        self._extras.append((step, "scalars", values))
+    def record_scalars(self, step: int, tags: list[str], values: Tensor) -> None:
+        """Scalars measured at `step` (validation, diagnostics): one device tensor, a value per
+        tag, so that a step with a hundred signals costs one tensor and one copy at flush."""
+        self._extras.append((step, "scalars", tags, values))
 
-    def record_histograms(self, step: int, stats: dict[str, Tensor]) -> None:
-        self._extras.append((step, "histograms", stats))
+    def record_histograms(self, step: int, tags: list[str], stats: Tensor) -> None:
+        self._extras.append((step, "histograms", tags, stats))
 
-    def record_vectors(self, step: int, vectors: dict[str, Tensor]) -> None:
-        self._extras.append((step, "vectors", vectors))
+    def record_vectors(self, step: int, tags: list[str], vectors: Tensor) -> None:
+        self._extras.append((step, "vectors", tags, vectors))
 
     def due(self) -> bool:
         return time.monotonic() - self._last_flush >= FLUSH_SECONDS
@@ -117,10 +119,10 @@ class GradientRecorder:
                     records[step] = self._step_record(step, lr, values)
                 if bad:
                     self._diverge(step, values)
-        for step, kind, values in self._extras:
+        for step, kind, tags, values in self._extras:
             if self.divergence is None or step <= self.divergence.step:
-                host = torch.stack(list(values.values())).cpu().tolist()
-                getattr(records.setdefault(step, StepRecord(step)), kind).update(zip(values, host))
+                host = values.cpu().tolist()
+                getattr(records.setdefault(step, StepRecord(step)), kind).update(zip(tags, host))
         self._rows, self._extras = [], []
         ordered = [records[s] for s in sorted(records)]
         self._remember(ordered)

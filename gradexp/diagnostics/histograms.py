@@ -19,7 +19,7 @@ class Histograms:
     def __init__(self):
         self._generator = torch.Generator().manual_seed(0)
         self._indices: dict[tuple[int, str], Tensor] = {}
-        self._segments: dict[tuple[tuple[int, ...], str], Tensor] = {}
+        self._segments: dict[tuple[tuple[int, ...], str], tuple[Tensor, Tensor]] = {}  # ids, counts
 
     def _sample(self, t: Tensor) -> Tensor:
         flat = t.detach().flatten()
@@ -38,9 +38,10 @@ class Histograms:
         n, device = len(samples), x.device
         sizes = tuple(s.numel() for s in samples)
         key = (sizes, str(device))
-        if key not in self._segments:
-            self._segments[key] = torch.repeat_interleave(torch.arange(n), torch.tensor(sizes)).to(device)
-        segment = self._segments[key]
+        if key not in self._segments:  # built once per shape: no host-to-device copy on later calls
+            ids = torch.repeat_interleave(torch.arange(n), torch.tensor(sizes))
+            self._segments[key] = (ids.to(device), torch.tensor(sizes, dtype=x.dtype).to(device))
+        segment, count = self._segments[key]
         low = x.new_full((n,), float("inf")).scatter_reduce(0, segment, x, "amin")
         high = x.new_full((n,), float("-inf")).scatter_reduce(0, segment, x, "amax")
         width = ((high - low) / BINS).clamp_min(1e-30)
@@ -48,7 +49,6 @@ class Histograms:
         counts = x.new_zeros(n * BINS).scatter_add_(0, segment * BINS + index, torch.ones_like(x))
         sums = x.new_zeros(n).scatter_add_(0, segment, x)
         squares = x.new_zeros(n).scatter_add_(0, segment, x * x)
-        count = torch.tensor(sizes, dtype=x.dtype).to(device)
         return torch.cat([torch.stack([low, high, count, sums, squares], dim=1), counts.view(n, BINS)], dim=1)
 
 

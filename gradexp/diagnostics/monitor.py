@@ -36,7 +36,7 @@ class Diagnostics:
             self.recurrent = [(n, w) for n, w in model.layers() if n.endswith("_hh")]
         self.histograms = Histograms()
         self._before: list[Tensor] | None = None  # the weights before the update, reused every time
-        self._pending: tuple[int, dict[str, Tensor], list[Tensor]] | None = None
+        self._pending: tuple[int, list[str], list[Tensor], Tensor] | None = None
 
     def due(self, step: int) -> bool:
         """A diagnostic step: signals or histograms are due (activation histograms need the hooks)."""
@@ -52,35 +52,39 @@ class Diagnostics:
     @torch.no_grad()
     def before_update(self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> None:
         """Collect the step's signals; snapshot the weights so the update can be measured."""
-        values: dict[str, Tensor] = self.signals.values() if self.signals else {}
+        tags, parts = [], []
         activations = dict(self.signals.activations) if self.signals else {}
+        if self.signals:
+            signal_tags, values = self.signals.values()
+            tags, parts = [*signal_tags], [values]
         if self.through_time:
             with torch.enable_grad():
                 norms, activations = self.through_time.measure(*batch, loss_fn)
-            vectors = {f"grad_through_time/{layer}": v for layer, v in norms.items()}
-            self.recorder.record_vectors(step, vectors)
-            for layer, v in norms.items():
-                values[f"grad_through_time_ratio/{layer}"] = v[0] / v[-1]
-            for name, w in self.recurrent:
-                values[f"spectral_norm/{name}"] = torch.linalg.matrix_norm(w, ord=2)
-        weight_norms = torch._foreach_norm(self.weights)
-        values.update((f"weight_norm/{n}", v) for n, v in zip(self.names, weight_norms))
+            curves = torch.stack(list(norms.values()))  # recurrent layer x time step
+            self.recorder.record_vectors(step, [f"grad_through_time/{n}" for n in norms], curves)
+            tags += [f"grad_through_time_ratio/{n}" for n in norms]
+            tags += [f"spectral_norm/{n}" for n, _ in self.recurrent]
+            spectral = torch.stack([torch.linalg.matrix_norm(w, ord=2) for _, w in self.recurrent])
+            parts += [curves[:, 0] / curves[:, -1], spectral]
+        weight_norms = torch.stack(torch._foreach_norm(self.weights))
+        tags += [f"weight_norm/{n}" for n in self.names]
+        parts.append(weight_norms)
         if self._every(self.cfg.histograms_every, step):
             self._histograms(step, activations)
         if self._before is None:
             self._before = [torch.empty_like(w) for w in self.weights]
         torch._foreach_copy_(self._before, self.weights)
-        self._pending = (step, values, weight_norms)
+        self._pending = (step, tags, parts, weight_norms)
 
     @torch.no_grad()
     def after_update(self) -> None:
         """update_ratio = ||W_after - W_before|| / ||W_before||, then hand everything over."""
-        step, values, weight_norms = self._pending
+        step, tags, parts, weight_norms = self._pending
         torch._foreach_sub_(self._before, self.weights)  # in place: before - after = -update
-        deltas = torch._foreach_norm(self._before)
-        ratios = torch.stack(deltas) / torch.stack(weight_norms).clamp_min(1e-30)
-        values.update((f"update_ratio/{n}", r) for n, r in zip(self.names, ratios))
-        self.recorder.record_scalars(step, values)
+        deltas = torch.stack(torch._foreach_norm(self._before))
+        parts.append(deltas / weight_norms.clamp_min(1e-30))
+        tags += [f"update_ratio/{n}" for n in self.names]
+        self.recorder.record_scalars(step, tags, torch.cat(parts))
         self._pending = None
 
     def _histograms(self, step: int, activations: dict[str, Tensor]) -> None:
@@ -89,4 +93,4 @@ class Diagnostics:
         tensors = self.weights + grads
         tags += [f"activations/{n}" for n in activations]
         tensors += list(activations.values())
-        self.recorder.record_histograms(step, dict(zip(tags, self.histograms.stats(tensors))))
+        self.recorder.record_histograms(step, tags, self.histograms.stats(tensors))

@@ -35,9 +35,23 @@ class MLPSignals:
             saturation_fraction * max_derivative(self.activation) if family == "saturating" else None
         )
         self.names = [name for name, _ in hidden]
+        unit_signal = {"saturating": "saturation", "rectifier": "dead"}.get(family)
+        self.tags = [f"grad_signal/{n}" for n in [*self.names, output[0]]]
+        for prefix in ("act_mean", "act_std", *([unit_signal] if unit_signal else [])):
+            self.tags += [f"{prefix}/{n}" for n in self.names]
         self._grads: dict[str, Tensor] = {}
         self._inputs: dict[str, Tensor] = {}
         self.activations: dict[str, Tensor] = {}
+        self._buffers: dict[str, Tensor] = {}
+
+    def _stacked(self, name: str, tensors: list[Tensor]) -> Tensor:
+        """torch.stack into a buffer kept from step to step: allocating megabytes afresh at every
+        diagnostic step costs more than the copy itself (page faults)."""
+        shape = (len(tensors), *tensors[0].shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.device != tensors[0].device:
+            buffer = self._buffers[name] = tensors[0].new_empty(shape)
+        return torch.stack(tensors, out=buffer)
 
     @contextmanager
     def capture(self) -> Iterator[None]:
@@ -63,25 +77,22 @@ class MLPSignals:
         self._inputs[name] = inputs[0].detach()
         self.activations[name] = output.detach()
 
-    def values(self) -> dict[str, Tensor]:
-        """The captured step's signals, as 0-d device tensors by tag."""
-        if not self._grads:
-            return {}
+    def values(self) -> tuple[list[str], Tensor]:
+        """The captured step's signals: their tags (the same every step) and one device vector."""
         names = [*self.names, self.output[0]]
-        values = dict(
-            zip([f"grad_signal/{n}" for n in names], torch._foreach_norm([self._grads[n] for n in names]))
-        )
-        outputs = torch.stack([self.activations[n] for n in self.names]).flatten(1)  # layer x (batch * units)
+        parts = [torch.stack(torch._foreach_norm([self._grads[n] for n in names]))]
+        outputs = self._stacked("outputs", [self.activations[n] for n in self.names]).flatten(
+            1
+        )  # layer x all
         mean = outputs.mean(dim=1)
         # two centred passes: a fraction of the cost of Tensor.std along a row on the CPU, and as exact
-        std = torch.linalg.vector_norm(outputs - mean[:, None], dim=1) / max(outputs.shape[1] - 1, 1) ** 0.5
-        values.update(zip([f"act_mean/{n}" for n in self.names], mean.unbind()))
-        values.update(zip([f"act_std/{n}" for n in self.names], std.unbind()))
-        inputs = torch.stack([self._inputs[n] for n in self.names])  # layer x batch x units
+        parts += [
+            mean,
+            torch.linalg.vector_norm(outputs - mean[:, None], dim=1) / max(outputs.shape[1] - 1, 1) ** 0.5,
+        ]
+        inputs = self._stacked("inputs", [self._inputs[n] for n in self.names])  # layer x batch x units
         if self.family == "saturating":
-            saturated = (derivative(self.activation, inputs) < self.threshold).float().mean(dim=(1, 2))
-            values.update(zip([f"saturation/{n}" for n in self.names], saturated.unbind()))
+            parts.append((derivative(self.activation, inputs) < self.threshold).float().mean(dim=(1, 2)))
         elif self.family == "rectifier":
-            dead = (inputs.amax(dim=1) <= 0).float().mean(dim=1)  # <= 0 for every example
-            values.update(zip([f"dead/{n}" for n in self.names], dead.unbind()))
-        return values
+            parts.append((inputs.amax(dim=1) <= 0).float().mean(dim=1))  # <= 0 for every example
+        return self.tags, torch.cat(parts)
