@@ -12,8 +12,9 @@ from torch import nn
 from gradexp.config.schema import ActivationConfig
 
 ACTIVATIONS: dict[str, Callable[[ActivationConfig], nn.Module]] = {}
-# What the diagnostics watch for: "saturating" units whose derivative has collapsed, or
-# "rectifier" units that are dead (negative input for a whole batch); None: neither applies.
+# What the diagnostics watch for: "saturating" units whose derivative has collapsed (sigmoid,
+# tanh and softsign at both ends; ELU, SELU and GELU on their negative side), or "rectifier" units
+# that are dead (negative input for a whole batch, so no gradient, or only the leak); None: neither.
 FAMILIES: dict[str, str | None] = {}
 
 
@@ -55,20 +56,20 @@ def leaky_relu(cfg: ActivationConfig) -> nn.Module:
     return nn.LeakyReLU(cfg.negative_slope)
 
 
-@register("rectifier")
+@register("saturating")
 def elu(cfg: ActivationConfig) -> nn.Module:
     """x for x > 0, alpha * (e^x - 1) otherwise (Clevert et al. 2016). Smooth, non-saturating
     for x > 0, with negative outputs that pull mean activations towards zero."""
     return nn.ELU(cfg.alpha)
 
 
-@register("rectifier")
+@register("saturating")
 def gelu(cfg: ActivationConfig) -> nn.Module:
     """x * Phi(x) (Hendrycks & Gimpel 2016). A smooth ReLU whose derivative is never exactly 0."""
     return nn.GELU()
 
 
-@register("rectifier")
+@register("saturating")
 def selu(cfg: ActivationConfig) -> nn.Module:
     """Scaled ELU (Klambauer et al. 2017). With N(0, 1/fan_in) weights it self-normalizes:
     activations are pulled to zero mean and unit variance, keeping gradients bounded."""

@@ -115,7 +115,7 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
     recorder = GradientRecorder(model, model.layers(), t.log_every, t.steps - 1, clipping)
     family = FAMILIES[config.activation.name] if config.model.name == "mlp" else None
     diagnostics = (
-        Diagnostics(config.diagnostics, model, family, recorder, t.steps - 1)
+        Diagnostics(config.diagnostics, model, family, recorder, t.steps - 1, t.grad_accum)
         if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
         else None
     )

@@ -257,3 +257,72 @@ def test_histograms_keep_their_own_interval_when_signals_are_sparser(tmp_path):
     acc = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
     acc.Reload()
     assert [h.step for h in acc.Histograms("weights/001_hidden")] == [0, 4, 8, 12, 16, 19]
+
+
+def test_a_diverging_rnn_with_every_diagnostic_on_is_diverged_not_failed(tmp_path):
+    s = train(
+        make_config(
+            "model=rnn",
+            "model.cell=rnn_relu",
+            "model.recurrent_init=identity",
+            "model.recurrent_gain=3.0",
+            "optimizer=sgd",
+            "optimizer.lr=1000.0",
+            "diagnostics=full",
+            "trainer.steps=30",
+        ),
+        tmp_path,
+        show_progress=False,
+    )
+    assert s["status"] == "diverged" and s["error"] is None
+
+
+def test_backpropagated_signal_does_not_depend_on_gradient_accumulation(tmp_path):
+    """The hooks watch the first micro-batch, whose backward carries loss / grad_accum."""
+    one = train(make_config("trainer.steps=1", "trainer.grad_accum=1"), tmp_path / "a", show_progress=False)
+    two = train(make_config("trainer.steps=1", "trainer.grad_accum=2"), tmp_path / "b", show_progress=False)
+    for layer, value in one["grad_signal_first"].items():
+        assert two["grad_signal_first"][layer] == pytest.approx(value, rel=1e-5)
+
+
+def test_signals_stay_off_when_only_histograms_are_asked_for(tmp_path):
+    s = train(
+        make_config("diagnostics.every=null", "diagnostics.histograms_every=5"), tmp_path, show_progress=False
+    )
+    assert s["weight_norm_first"] == {} and s["grad_signal_first"] == {} and s["verdict"] is None
+    acc = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert [h.step for h in acc.Histograms("activations/001_hidden")] == [0, 5, 10, 15, 19]
+
+
+def test_elu_reports_saturation_on_its_negative_side_not_dead_units(tmp_path):
+    s = probe(tmp_path, "model.depth=4", "activation=elu", "init.bias=-4.0")
+    assert s["saturation_first"]["002_hidden"] > 0.5 and s["dead_first"] == {}
+
+
+def test_a_signal_that_underflows_to_zero_is_still_called_vanishing(tmp_path):
+    s = probe(tmp_path, "model.depth=60", "model.width=32", "activation=sigmoid", "init=xavier_uniform")
+    assert 0.0 in hidden(s, "grad_signal_first")
+    assert s["verdict"] == "vanishing" and s["signal_factor_measured"] < 0.1
+
+
+def test_replayed_hidden_states_equal_the_fused_networks_at_every_step():
+    config = validate(make_config("model=rnn", "model.cell=gru", "model.num_layers=2"))
+    task = build_task(config.task, 0)
+    model = build_model(config, task)
+    x, y = task.x_train[:16], task.y_train[:16]
+    norms, hidden_states = ThroughTime(model).measure(x, y, nn.functional.mse_loss)
+    fused, _ = model.rnn(x)
+    torch.testing.assert_close(hidden_states["rnn2"].transpose(0, 1), fused, rtol=1e-5, atol=1e-6)
+    assert norms["rnn1"].shape == norms["rnn2"].shape == (x.shape[1],)
+
+
+def test_spectral_norm_of_a_gated_cell_is_the_largest_over_its_gate_blocks(tmp_path):
+    cfg = make_config("model=rnn", "model.cell=lstm", "model.hidden_size=32", "trainer.steps=1")
+    s = train(cfg, tmp_path, show_progress=False)
+    config = validate(cfg)
+    torch.manual_seed(config.trainer.seed)
+    model = build_model(config, build_task(config.task, config.trainer.seed))
+    w_hh = model.recurrent_weights()[0].detach()
+    exact = max(torch.linalg.matrix_norm(block, ord=2).item() for block in w_hh.split(32))
+    assert s["spectral_norm_first"]["002_rnn1_hh"] == pytest.approx(exact, rel=1e-2)

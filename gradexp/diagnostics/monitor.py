@@ -14,6 +14,8 @@ from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.models import MLP, RNN
 from gradexp.recorder import GradientRecorder
 
+POWER_ITERATIONS = 30  # per diagnostic step; warm starts make the estimate converge over training
+
 
 class Diagnostics:
     def __init__(
@@ -23,6 +25,7 @@ class Diagnostics:
         family: str | None,
         recorder: GradientRecorder,
         last_step: int,
+        grad_accum: int = 1,
     ):
         self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
         self.names = [name for name, _ in model.layers()]
@@ -31,10 +34,12 @@ class Diagnostics:
         if isinstance(model, MLP):
             hidden = list(zip(self.names[:-1], model.hidden))
             self.signals = MLPSignals(hidden, (self.names[-1], model.output), family, cfg.saturation_fraction)
+            self.signals.grad_scale = float(grad_accum)
         if isinstance(model, RNN):
             self.through_time = ThroughTime(model)
             self.recurrent = [(n, w) for n, w in model.layers() if n.endswith("_hh")]
         self.histograms = Histograms()
+        self._singular_vectors: dict[str, Tensor] = {}
         self._before: list[Tensor] | None = None  # the weights before the update, reused every time
         self._pending: tuple[int, list[str], list[Tensor], Tensor] | None = None
 
@@ -51,7 +56,15 @@ class Diagnostics:
 
     @torch.no_grad()
     def before_update(self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> None:
-        """Collect the step's signals; snapshot the weights so the update can be measured."""
+        """Collect the step's signals; snapshot the weights so the update can be measured. A step
+        where only histograms are due records histograms alone."""
+        if not self._every(self.cfg.every, step):
+            activations = dict(self.signals.activations) if self.signals else {}
+            if self.through_time:
+                with torch.enable_grad():
+                    _, activations = self.through_time.measure(*batch, loss_fn)
+            self._histograms(step, activations)
+            return
         tags, parts = [], []
         activations = dict(self.signals.activations) if self.signals else {}
         if self.signals:
@@ -64,8 +77,7 @@ class Diagnostics:
             self.recorder.record_vectors(step, [f"grad_through_time/{n}" for n in norms], curves)
             tags += [f"grad_through_time_ratio/{n}" for n in norms]
             tags += [f"spectral_norm/{n}" for n, _ in self.recurrent]
-            spectral = torch.stack([torch.linalg.matrix_norm(w, ord=2) for _, w in self.recurrent])
-            parts += [curves[:, 0] / curves[:, -1], spectral]
+            parts += [curves[:, 0] / curves[:, -1], self._spectral_norms()]
         weight_norms = torch.stack(torch._foreach_norm(self.weights))
         tags += [f"weight_norm/{n}" for n in self.names]
         parts.append(weight_norms)
@@ -79,6 +91,8 @@ class Diagnostics:
     @torch.no_grad()
     def after_update(self) -> None:
         """update_ratio = ||W_after - W_before|| / ||W_before||, then hand everything over."""
+        if self._pending is None:  # a histogram-only step
+            return
         step, tags, parts, weight_norms = self._pending
         torch._foreach_sub_(self._before, self.weights)  # in place: before - after = -update
         deltas = torch.stack(torch._foreach_norm(self._before))
@@ -86,6 +100,23 @@ class Diagnostics:
         tags += [f"update_ratio/{n}" for n in self.names]
         self.recorder.record_scalars(step, tags, torch.cat(parts))
         self._pending = None
+
+    def _spectral_norms(self) -> Tensor:
+        """The largest singular value of each W_hh (for LSTM and GRU, the largest over their gate
+        blocks, each an H x H recurrence), by power iteration warm-started from the last diagnostic
+        step: unlike an SVD it never waits for the GPU and never raises on a diverged matrix."""
+        sigmas = []
+        for name, w in self.recurrent:
+            blocks = w.view(-1, w.shape[1], w.shape[1])  # gate x H x H
+            v = self._singular_vectors.get(name)
+            if v is None:
+                v = torch.ones(blocks.shape[0], w.shape[1], 1, device=w.device, dtype=w.dtype)
+            for _ in range(POWER_ITERATIONS):
+                v = blocks.transpose(1, 2) @ (blocks @ v)
+                v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
+            self._singular_vectors[name] = v
+            sigmas.append(torch.linalg.vector_norm(blocks @ v, dim=1).amax())
+        return torch.stack(sigmas)
 
     def _histograms(self, step: int, activations: dict[str, Tensor]) -> None:
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]

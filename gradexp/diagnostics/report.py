@@ -9,7 +9,7 @@ from torch import nn
 from gradexp.activations import ACTIVATIONS
 from gradexp.config.schema import RunConfig
 from gradexp.diagnostics import figures
-from gradexp.diagnostics.theory import measured_factor, predict_chi1, verdict
+from gradexp.diagnostics.theory import measured_factor, predict_chi1, signal_verdict, verdict
 from gradexp.models import MLP
 from gradexp.recorder import GradientRecorder
 
@@ -99,18 +99,28 @@ def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -
     if config.model.name == "mlp":
         hidden = recorder.layer_names[:-1]
         signal = summary["grad_signal_first"]
-        factor = measured_factor([signal[n] for n in hidden]) if all(n in signal for n in hidden) else None
-        measured_verdict = verdict(factor, config.model.depth)
+        norms = [signal[n] for n in hidden] if all(n in signal for n in hidden) else []
+        factor = measured_factor(norms)
+        measured_verdict = signal_verdict(norms, factor, config.model.depth) if norms else None
     else:
-        ratios = summary["grad_through_time_ratio_first"]
-        first = ratios.get("rnn1")
-        measured_verdict = (
-            verdict(first**2, 1) if first is not None and math.isfinite(first) and first > 0 else None
-        )
+        measured_verdict = _through_time_verdict(summary["grad_through_time_ratio_first"])
     summary["signal_factor_measured"] = factor
     summary["verdict"] = measured_verdict
     summary.update(prediction)
     return summary
+
+
+def _through_time_verdict(ratios: dict[str, float]) -> str | None:
+    """An RNN's verdict from ||dL/dh_1|| / ||dL/dh_T|| of its most extreme recurrent layer: below
+    0.1 vanishing, above 10 exploding (the 10x rule of the MLP verdict, in the gradient's norm)."""
+    verdicts = set()
+    for ratio in ratios.values():
+        if ratio is None or math.isnan(ratio):
+            continue
+        verdicts.add(
+            "vanishing" if ratio == 0 else "exploding" if math.isinf(ratio) else verdict(ratio**2, 1)
+        )
+    return next((v for v in ("vanishing", "exploding", "stable") if v in verdicts), None)
 
 
 def draw(recorder: GradientRecorder) -> dict[str, bytes]:

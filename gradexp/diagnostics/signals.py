@@ -8,7 +8,9 @@
   tanh, softsign); dead/<layer>: share of units whose input is <= 0 for the whole batch (ReLU
   family), which then pass no gradient (or only the leak).
 
-Everything stays a device tensor; the recorder copies it to the host at its next flush.
+With gradient accumulation the hooks watch the first micro-batch, and grad_signal is the gradient
+of that micro-batch's mean loss. Everything stays a device tensor; the recorder copies it to the
+host at its next flush.
 """
 
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ class MLPSignals:
         saturation_fraction: float,
     ):
         self.hidden, self.output, self.family = hidden, output, family
+        self.grad_scale = 1.0  # the engine backpropagates loss / grad_accum; this undoes the division
         self.activation = hidden[0][1].activation
         self.threshold = (
             saturation_fraction * max_derivative(self.activation) if family == "saturating" else None
@@ -80,7 +83,7 @@ class MLPSignals:
     def values(self) -> tuple[list[str], Tensor]:
         """The captured step's signals: their tags (the same every step) and one device vector."""
         names = [*self.names, self.output[0]]
-        parts = [torch.stack(torch._foreach_norm([self._grads[n] for n in names]))]
+        parts = [torch.stack(torch._foreach_norm([self._grads[n] for n in names])) * self.grad_scale]
         outputs = self._stacked("outputs", [self.activations[n] for n in self.names]).flatten(
             1
         )  # layer x all

@@ -87,16 +87,23 @@ def predict_chi1(
 def measured_factor(signal_norms: list[float]) -> float | None:
     """The per-layer factor of the squared back-propagated signal, from the norms of
     dL/d(pre-activation) of consecutive hidden layers (input to output): exp of minus the slope
-    of a least-squares line through log ||delta_l||^2, so < 1 means shrinking towards the input."""
-    logs = [2 * math.log(v) for v in signal_norms if v > 0 and math.isfinite(v)]
-    if len(logs) != len(signal_norms) or len(logs) < 2:
+    of a least-squares line through log ||delta_l||^2, so < 1 means shrinking towards the input.
+    Layers whose signal underflowed to 0 are left out of the fit (see `signal_verdict`)."""
+    points = [(i, 2 * math.log(v)) for i, v in enumerate(signal_norms) if v > 0 and math.isfinite(v)]
+    if len(points) < 2:
         return None
-    n = len(logs)
-    mean_l, mean_y = (n - 1) / 2, sum(logs) / n
-    slope = sum((i - mean_l) * (y - mean_y) for i, y in enumerate(logs)) / sum(
-        (i - mean_l) ** 2 for i in range(n)
-    )
+    n = len(points)
+    mean_l, mean_y = sum(i for i, _ in points) / n, sum(y for _, y in points) / n
+    slope = sum((i - mean_l) * (y - mean_y) for i, y in points) / sum((i - mean_l) ** 2 for i, _ in points)
     return math.exp(-slope)
+
+
+def signal_verdict(signal_norms: list[float], factor: float | None, layers: int) -> str | None:
+    """The measured verdict: a signal that underflowed to 0 below a non-zero one has vanished,
+    whatever the fit through the rest says."""
+    if any(v == 0 for v in signal_norms) and any(v > 0 for v in signal_norms):
+        return "vanishing"
+    return verdict(factor, layers)
 
 
 def verdict(factor_per_layer: float | None, layers: int) -> str | None:

@@ -100,11 +100,11 @@ def _diagnosis(s: dict) -> list[str]:
             f"measured: the squared signal changes by {_fmt(s['signal_factor_measured'])} per layer "
             f"at step 0 -> {verdict}"
         )
-    for layer, ratio in (s.get("grad_through_time_ratio_first") or {}).items():
-        lines.append(
-            f"gradient through time ({layer}): ||dL/dh_1|| / ||dL/dh_T|| = {_fmt(ratio)} at step 0 "
-            f"-> {verdict}"
-        )
+    ratios = s.get("grad_through_time_ratio_first") or {}
+    for layer, ratio in ratios.items():
+        lines.append(f"gradient through time ({layer}): ||dL/dh_1|| / ||dL/dh_T|| = {_fmt(ratio)} at step 0")
+    if ratios:
+        lines.append(f"measured, most extreme recurrent layer -> {verdict}")
     for layer, sigma in (s.get("spectral_norm_first") or {}).items():
         lines.append(
             f"largest singular value of {layer}: {_fmt(sigma)} -> {_fmt(s['spectral_norm_last'].get(layer))}"
