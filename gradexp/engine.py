@@ -145,8 +145,7 @@ def _train_loop(run: Run) -> None:
     clipping = run.recorder.clipping
     for step in range(t.steps):
         if step % t.eval_every == 0:
-            metrics = evaluate(run, "val")
-            run.recorder.record_scalars(step, list(metrics), torch.stack(list(metrics.values())))
+            _record_metrics(run, step, evaluate(run, "val"))
         diagnose = run.diagnostics is not None and run.diagnostics.due(step)
         run.optimizer.zero_grad(set_to_none=True)
         loss, batch = _forward_backward(run, run.diagnostics.watch() if diagnose else nullcontext())
@@ -198,6 +197,10 @@ def evaluate(run: Run, split: str) -> dict[str, Tensor]:
     return metrics
 
 
+def _record_metrics(run: Run, step: int, metrics: dict[str, Tensor]) -> None:
+    run.recorder.record_scalars(step, list(metrics), torch.stack(list(metrics.values())))
+
+
 def _write(run: Run, records) -> None:
     run.tensorboard.write(records)
     if run.console:
@@ -229,9 +232,9 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
         status = "diverged"
     final = {}
     if status == "completed":
-        final = {**evaluate(run, "val"), **evaluate(run, "train")}
-        val = [k for k in final if k.endswith("/val")]
-        recorder.record_scalars(run.config.trainer.steps, val, torch.stack([final[k] for k in val]))
+        val = evaluate(run, "val")
+        _record_metrics(run, run.config.trainer.steps, val)
+        final = {**val, **evaluate(run, "train")}
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
     if run.config.diagnostics.figures:
@@ -249,23 +252,24 @@ def _draw_figures(run: Run) -> None:
     folder.mkdir(exist_ok=True)
     for name, png in images.items():
         (folder / f"{name}.png").write_bytes(png)
-    last = run.recorder.last.step if run.recorder.last else 0
-    run.tensorboard.write_images(last, images)
+    last_step, _ = run.recorder.logged_norms(-1)
+    run.tensorboard.write_images(last_step or 0, images)
 
 
 def _summary(
     run: Run | None, cfg: DictConfig, status: str, error: str | None, final: dict[str, float], started: float
 ) -> dict:
     recorder = run.recorder if run else None
-    last = recorder.last if recorder else None
+    _, first_norms = recorder.logged_norms(0) if recorder else (None, {})
+    last_step, last_norms = recorder.logged_norms(-1) if recorder else (None, {})
     divergence = recorder.divergence if recorder else None
     return {
         "status": status,
         "steps_completed": divergence.step if divergence else (run.steps_completed if run else 0),
-        "last_recorded_step": last.step if last else None,
+        "last_recorded_step": last_step,
         "layers": recorder.layer_names if recorder else [],
-        "grad_norm_first": recorder.layer_norms(recorder.first) if recorder else {},
-        "grad_norm_last": recorder.layer_norms(last) if recorder else {},
+        "grad_norm_first": first_norms,
+        "grad_norm_last": last_norms,
         "final_train_loss": final.get("loss/train"),
         "final_val_loss": final.get("loss/val"),
         "final_val_acc": final.get("acc/val"),

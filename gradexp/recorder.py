@@ -60,8 +60,6 @@ class GradientRecorder:
         # (step, StepRecord field, tags, one device tensor with a row per tag)
         self._extras: list[tuple[int, str, list[str], Tensor]] = []
         self._last_flush = time.monotonic()
-        self.first: StepRecord | None = None
-        self.last: StepRecord | None = None
         self.divergence: Divergence | None = None
         self.steps_seen = self.clipped_steps = 0  # clipping statistics over every step, logged or not
         self.first_values: dict[str, float] = {}  # every scalar tag's first and last recorded value
@@ -158,17 +156,16 @@ class GradientRecorder:
             scalars["clip/fraction"] = self.clipped_steps / self.steps_seen
         layer_norms = values[3 : 3 + len(self.layer_names)]
         scalars.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
-        record = StepRecord(step, scalars)
-        self.first = self.first or record
-        self.last = record
-        return record
+        return StepRecord(step, scalars)
 
     def _diverge(self, step: int, values: list[float]) -> None:
         norms = values[3:]
         culprit = next((n for n, v in zip(self.param_names, norms) if not math.isfinite(v)), None)
         self.divergence = Divergence(step, culprit)
 
-    def layer_norms(self, record: StepRecord | None) -> dict[str, float]:
-        if record is None:
-            return {}
-        return {n: record.scalars[f"grad_norm/{n}"] for n in self.layer_names}
+    def logged_norms(self, which: int) -> tuple[int | None, dict[str, float]]:
+        """(step, layer -> gradient norm) of the first (0) or last (-1) logged step."""
+        if not self.norm_history:
+            return None, {}
+        step, norms = self.norm_history[which]
+        return step, dict(zip(self.layer_names, norms))

@@ -81,13 +81,9 @@ def _not_applicable(config: RunConfig, model: nn.Module) -> str | None:
 def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -> dict:
     """The diagnostics' keys of summary.json."""
     summary = {}
-    order = {name: i for i, name in enumerate(recorder.layer_names)}
     for prefix in SIGNALS:
         for when, values in (("first", recorder.first_values), ("last", recorder.last_values)):
-            layers = {tag.split("/", 1)[1]: v for tag, v in values.items() if tag.startswith(prefix + "/")}
-            summary[f"{prefix}_{when}"] = dict(
-                sorted(layers.items(), key=lambda kv: (order.get(kv[0], 0), kv[0]))
-            )
+            summary[f"{prefix}_{when}"] = _by_layer(values, prefix, recorder.layer_names)
     for when, pick in (("first", 0), ("last", -1)):
         summary[f"grad_through_time_{when}"] = {
             tag.split("/", 1)[1]: history[pick][1] for tag, history in recorder.vector_history.items()
@@ -110,6 +106,13 @@ def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -
     return summary
 
 
+def _by_layer(values: dict[str, float], prefix: str, layers: list[str]) -> dict[str, float]:
+    """The `prefix/<name>` entries of a tag -> value map, keyed by name, input to output."""
+    order = {name: i for i, name in enumerate(layers)}
+    found = {tag.split("/", 1)[1]: v for tag, v in values.items() if tag.startswith(prefix + "/")}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 0), kv[0])))
+
+
 def _through_time_verdict(ratios: dict[str, float]) -> str | None:
     """An RNN's verdict from ||dL/dh_1|| / ||dL/dh_T|| of its most extreme recurrent layer: below
     0.1 vanishing, above 10 exploding (the 10x rule of the MLP verdict, in the gradient's norm)."""
@@ -129,17 +132,13 @@ def draw(recorder: GradientRecorder) -> dict[str, bytes]:
     layers = recorder.layer_names
     if recorder.norm_history:
         drawn["gradient_flow"] = figures.gradient_flow(layers, recorder.norm_history)
-        series = {
-            f"grad norm, step {recorder.norm_history[0][0]}": dict(zip(layers, recorder.norm_history[0][1]))
-        }
-        if len(recorder.norm_history) > 1:
-            step, norms = recorder.norm_history[-1]
-            series[f"grad norm, step {step}"] = dict(zip(layers, norms))
-        signal = {
-            t.split("/", 1)[1]: v for t, v in recorder.first_values.items() if t.startswith("grad_signal/")
-        }
+        (first_step, first), (last_step, last) = recorder.logged_norms(0), recorder.logged_norms(-1)
+        series = {f"grad norm, step {first_step}": first}
+        if last_step != first_step:
+            series[f"grad norm, step {last_step}"] = last
+        signal = _by_layer(recorder.first_values, "grad_signal", layers)
         if signal:
-            series[f"back-propagated signal ||dL/dz||, step {recorder.norm_history[0][0]}"] = signal
+            series[f"back-propagated signal ||dL/dz||, step {first_step}"] = signal
         drawn["norm_vs_depth"] = figures.norm_against_depth(layers, series)
     if recorder.vector_history:
         drawn["grad_through_time"] = figures.through_time(recorder.vector_history)

@@ -84,9 +84,8 @@ class MLPSignals:
         """The captured step's signals: their tags (the same every step) and one device vector."""
         names = [*self.names, self.output[0]]
         parts = [torch.stack(torch._foreach_norm([self._grads[n] for n in names])) * self.grad_scale]
-        outputs = self._stacked("outputs", [self.activations[n] for n in self.names]).flatten(
-            1
-        )  # layer x all
+        outputs = self._stacked("outputs", [self.activations[n] for n in self.names])
+        outputs = outputs.flatten(1)  # layer x (batch * units)
         mean = outputs.mean(dim=1)
         # two centred passes: a fraction of the cost of Tensor.std along a row on the CPU, and as exact
         parts += [
