@@ -1,41 +1,81 @@
-"""The `gradexp` command: a thin wrapper that turns a Hydra config into a call to `train`."""
+"""The `gradexp` command: a thin wrapper that turns a Hydra config into a call to `train`.
+
+A single run reports a mistake in its config in one line and exits 2. In a multirun every job
+ends as a row of the sweep table, whatever happened to it: a job whose combination of values is
+invalid, or that raised, is recorded as failed and the sweep goes on. The table is written and
+shown at the end even when jobs failed or the sweep was interrupted (when Hydra skips its own
+end-of-multirun callback), and the exit status says whether every job ran.
+"""
 
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import ConfigError
 from gradexp.config.preflight import check_command_line
 from gradexp.engine import train
+from gradexp.sweeps import report
+from gradexp.sweeps.callback import SweepCallback
+from gradexp.sweeps.naming import naming_overrides
+from gradexp.sweeps.objective import objective
+from gradexp.sweeps.parallel import threads_per_job
 
 EXIT_CONFIG_ERROR = 2
+EXIT_JOBS_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
 
 def main() -> None:
     """Entry point of `gradexp` and `python -m gradexp`."""
+    argv = sys.argv[1:]
     try:
-        check_command_line(sys.argv[1:])
+        check_command_line(argv)
     except ConfigError as error:
         _fail(error)
-    _hydra_main()
+    sys.argv += naming_overrides(argv)
+    try:
+        _hydra_main()
+    except BaseException:  # a failed or interrupted sweep still ends with its table
+        report.finish_sweep(SweepCallback.sweep_dir)
+        raise
+    counts = report.finish_sweep(SweepCallback.sweep_dir)
+    if counts and any(counts.get(s) for s in ("failed", "interrupted", "unfinished")):
+        sys.exit(EXIT_JOBS_FAILED)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def _hydra_main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            train(cfg, run_dir, overrides=overrides)
+        except ConfigError as error:
+            _fail(error)
+        except KeyboardInterrupt:
+            _interrupted(run_dir)
+        return 0.0
     try:
-        train(cfg, run_dir)
-    except ConfigError as error:
-        _fail(error)
+        threads = threads_per_job(hydra_cfg)
+        summary = train(cfg, run_dir, show_progress=False, overrides=overrides, threads=threads)
     except KeyboardInterrupt:
-        # train() has already flushed the events and written summary.json (status: interrupted)
-        print(f"gradexp: interrupted; what was recorded is in {run_dir}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        _interrupted(run_dir)
+    except Exception as error:  # noqa: BLE001 (a job's failure is a row of the table, not the sweep's end)
+        summary = report.read_summary(run_dir) or {"status": "failed", "error": str(error)}
+    report.job_line(run_dir.name, summary)
+    return objective(summary, cfg)
+
+
+def _interrupted(run_dir: Path) -> None:
+    # train() has already flushed the events and written summary.json (status: interrupted)
+    print(f"gradexp: interrupted; what was recorded is in {run_dir}", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _fail(error: ConfigError) -> None:

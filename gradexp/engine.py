@@ -19,6 +19,7 @@ from torch import Tensor, nn
 import gradexp
 from gradexp.activations import FAMILIES
 from gradexp.clipping import clip_gradients
+from gradexp.config.errors import ConfigError
 from gradexp.config.schema import RunConfig
 from gradexp.config.validate import validate
 from gradexp.device import resolve_device
@@ -27,6 +28,7 @@ from gradexp.diagnostics.monitor import Diagnostics
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.recorder import GradientRecorder
+from gradexp.sinks import hparams
 from gradexp.sinks.console import ConsoleSink
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sinks.tensorboard import TensorBoardSink
@@ -34,6 +36,7 @@ from gradexp.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
 EVAL_CHUNK = 1024  # examples per forward pass when evaluating a whole split
+DEFAULT_THREADS = torch.get_num_threads()  # this process's default, before any run changed it
 
 
 class Batches:
@@ -79,33 +82,50 @@ class Run:
         return F.mse_loss(output, target)
 
 
-def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
+def train(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    show_progress: bool = True,
+    overrides: list[str] | None = None,
+    threads: int | None = None,
+) -> dict:
     """Train the experiment `cfg` describes, writing its records into `run_dir`; return the
     summary (also written to run_dir/summary.json). A divergence is a result, not an error;
-    an exception or Ctrl-C still leaves the summary and the events recorded so far."""
-    config = validate(cfg)
+    an invalid config, an exception or Ctrl-C still leaves the summary and the events recorded
+    so far. `overrides` (as typed on the command line) become the run's HParams columns;
+    `threads` is the torch thread count when trainer.threads does not set one."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
     started = time.perf_counter()
     run, status, error = None, "completed", None
     try:
-        run = _setup(config, run_dir, show_progress, started)
+        config = validate(cfg)
+        run = _setup(config, run_dir, show_progress, started, threads)
         _train_loop(run)
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except ConfigError as exc:
+        status, error = "failed", f"invalid config: {exc}"
         raise
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        summary = _finish(run, cfg, run_dir, started, status, error)
+        summary = _finish(run, cfg, run_dir, started, status, error, overrides or [])
     return summary
 
 
-def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float) -> Run:
+def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float, threads: int | None) -> Run:
+    """Build everything a run needs. Whatever an earlier run in this process changed (the seed,
+    the thread count, CUDA's peak-memory counter) is set afresh, so jobs of a sweep run in one
+    process give the numbers they would give alone."""
     t = config.trainer
     device = resolve_device(t.device)
+    torch.set_num_threads(t.threads or threads or DEFAULT_THREADS)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
     task = build_task(config.task, t.seed).to(device)
     model = build_model(config, task).to(device)
@@ -208,14 +228,25 @@ def _write(run: Run, records) -> None:
 
 
 def _finish(
-    run: Run | None, cfg: DictConfig, run_dir: Path, started: float, status: str, error: str | None
+    run: Run | None,
+    cfg: DictConfig,
+    run_dir: Path,
+    started: float,
+    status: str,
+    error: str | None,
+    overrides: list[str],
 ) -> dict:
     """Close the run and write its summary; runs whatever happened, even when the run failed
     while being set up (run is None), so no measurement is lost."""
     final = {}
     if run is not None:
         status, final = _close(run, status)
-    summary = _summary(run, cfg, status, error, final, started)
+    summary = _summary(run, cfg, status, error, final, started, overrides)
+    if run is not None:
+        run.tensorboard.write_results(summary, hparams.columns(cfg, overrides, summary))
+        run.tensorboard.close()
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()  # the next job of a sweep starts from an empty cache
     write_json_atomic(run_dir / "summary.json", summary)
     log.info("status %s after %d steps", status, summary["steps_completed"])
     if run is not None and run.console:
@@ -224,8 +255,8 @@ def _finish(
 
 
 def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
-    """Flush what was measured, evaluate a completed run and close the event file; return the
-    final status (a divergence found by the last flush counts) and the final metrics."""
+    """Flush what was measured, evaluate a completed run and draw the figures; return the final
+    status (a divergence found by the last flush counts) and the final metrics."""
     recorder = run.recorder
     _write(run, recorder.flush())
     if recorder.divergence is not None and status != "failed":
@@ -239,7 +270,6 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
         final = {k: v.item() for k, v in final.items()}
     if run.config.diagnostics.figures:
         _draw_figures(run)
-    run.tensorboard.close()
     return status, final
 
 
@@ -257,7 +287,13 @@ def _draw_figures(run: Run) -> None:
 
 
 def _summary(
-    run: Run | None, cfg: DictConfig, status: str, error: str | None, final: dict[str, float], started: float
+    run: Run | None,
+    cfg: DictConfig,
+    status: str,
+    error: str | None,
+    final: dict[str, float],
+    started: float,
+    overrides: list[str],
 ) -> dict:
     recorder = run.recorder if run else None
     _, first_norms = recorder.logged_norms(0) if recorder else (None, {})
@@ -265,11 +301,14 @@ def _summary(
     divergence = recorder.divergence if recorder else None
     return {
         "status": status,
+        "overrides": overrides,
         "steps_completed": divergence.step if divergence else (run.steps_completed if run else 0),
         "last_recorded_step": last_step,
         "layers": recorder.layer_names if recorder else [],
         "grad_norm_first": first_norms,
         "grad_norm_last": last_norms,
+        "grad_ratio_first_last": _first_over_last(last_norms),
+        "initial_val_loss": recorder.first_values.get("loss/val") if recorder else None,
         "final_train_loss": final.get("loss/train"),
         "final_val_loss": final.get("loss/val"),
         "final_val_acc": final.get("acc/val"),
@@ -278,11 +317,34 @@ def _summary(
         "error": error,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "device": str(run.device) if run else None,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_peak_memory_mb": _cuda_peak_mb(run.device) if run else None,
         "num_params": sum(p.numel() for p in run.model.parameters()) if run else None,
         "gradexp_version": gradexp.__version__,
         **(report.summarize(run.config, recorder, run.prediction) if run else {}),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": _as_container(cfg),
     }
+
+
+def _first_over_last(norms: dict[str, float]) -> float | None:
+    """The first layer's gradient norm over the last layer's: far below 1, the gradient vanishes
+    on its way to the input; far above, it explodes."""
+    values = list(norms.values())
+    if len(values) < 2 or values[-1] is None or values[0] is None or values[-1] == 0:
+        return None
+    return values[0] / values[-1]
+
+
+def _cuda_peak_mb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
+def _as_container(cfg: DictConfig) -> dict:
+    """The config as run; as written when it cannot be resolved (the run failed on that)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 (the summary must be written whatever the config holds)
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def describe(run: Run) -> str:

@@ -3,6 +3,7 @@ behaviour the records must show."""
 
 import json
 import math
+import struct
 
 import pytest
 import torch
@@ -239,11 +240,15 @@ def test_a_failing_run_still_leaves_its_summary_and_events(run_dir, monkeypatch)
 
 
 def test_train_refuses_an_invalid_config_before_building_anything(run_dir):
+    """Refused before any training, yet with a summary that says why: in a sweep, that job's row."""
     from gradexp.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"optimizer.momentum=0.0: .*nesterov"):
         train(make_config("optimizer=nesterov", "optimizer.momentum=0.0"), run_dir, show_progress=False)
-    assert not run_dir.exists()
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed" and summary["steps_completed"] == 0
+    assert summary["error"].startswith("invalid config: optimizer.momentum=0.0")
+    assert not list(run_dir.glob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("model", ["mlp", "rnn"])
@@ -301,3 +306,24 @@ def test_a_run_that_fails_while_being_set_up_still_writes_its_summary(run_dir, m
     summary = read_summary(run_dir)
     assert summary["status"] == "failed" and "building the model" in summary["error"]
     assert summary["steps_completed"] == 0 and summary["layers"] == []
+
+
+def test_event_file_records_carry_tensorboards_checksum(tmp_path):
+    """The C checksum must equal TensorBoard's own, or its reader rejects the records."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    from gradexp.sinks.event_file import EventFile, _masked_crc
+
+    for data in (b"", b"gradexp", bytes(range(256)) * 7):
+        assert _masked_crc(data) == struct.pack("<I", masked_crc32c(data))
+    first, second = EventFile(tmp_path), EventFile(tmp_path)
+    assert first.path != second.path  # two writers in one second keep two files
+    for step in range(3):
+        first.add(Event(step=step, summary=Summary(value=[Summary.Value(tag="x", simple_value=step)])))
+    first.flush()  # readable before close, as a running job's file must be
+    events = [Event.FromString(raw) for raw in RawEventFileLoader(str(first.path)).Load()]
+    assert events[0].file_version == "brain.Event:2"
+    assert [(e.step, e.summary.value[0].simple_value) for e in events[1:]] == [(0, 0.0), (1, 1.0), (2, 2.0)]

@@ -111,6 +111,7 @@ class TrainerConfig:
     log_every: int = 10
     eval_every: int = 100
     clip: ClipConfig = field(default_factory=ClipConfig)
+    threads: int | None = None  # torch CPU threads; null: torch's default, shared out under joblib
 
 
 @dataclass
@@ -119,6 +120,12 @@ class DiagnosticsConfig:
     histograms_every: int | None = 250  # null: off
     saturation_fraction: float = 0.1  # saturated: phi' below this fraction of its maximum
     figures: bool = True
+
+
+@dataclass
+class ObjectiveConfig:
+    metric: str = "final_val_loss"  # what a job returns to a searching sweeper (sweeps/objective.py)
+    direction: str = "minimize"  # minimize | maximize: decides the worst score, given to failures
 
 
 @dataclass
@@ -134,6 +141,7 @@ class RunConfig:
     task: TaskConfig
     trainer: TrainerConfig
     diagnostics: DiagnosticsConfig
+    objective: ObjectiveConfig
 
 
 GROUP_SCHEMAS = {
@@ -145,4 +153,5 @@ GROUP_SCHEMAS = {
     "task": TaskConfig,
     "trainer": TrainerConfig,
     "diagnostics": DiagnosticsConfig,
+    "objective": ObjectiveConfig,
 }

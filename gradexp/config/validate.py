@@ -18,6 +18,7 @@ from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARI
 from gradexp.models import RNN_CELLS
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
+from gradexp.sweeps.objective import DIRECTIONS, OBJECTIVES
 from gradexp.tasks import TASKS
 
 GROUPS = ("model", *GROUP_SCHEMAS)
@@ -139,6 +140,8 @@ def _check_choices(c: RunConfig) -> None:
         if c.model.recurrent_init not in (None, *RECURRENT_INITIALIZERS):
             allowed = ", ".join(RECURRENT_INITIALIZERS) + ", or null (the init group)"
             raise ConfigError("model.recurrent_init", c.model.recurrent_init, "no such choice", allowed)
+    _choice("objective.metric", c.objective.metric, OBJECTIVES)
+    _choice("objective.direction", c.objective.direction, DIRECTIONS)
     if c.init.name.startswith("kaiming"):
         _choice("init.mode", c.init.mode, KAIMING_MODES)
         _choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)
@@ -200,6 +203,8 @@ def _check_ranges(c: RunConfig) -> None:
     _require(
         0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]"
     )
+    threads = c.trainer.threads
+    _require(threads is None or threads >= 1, "trainer.threads", threads, "an integer >= 1 or null")
     for key in ("max_norm", "value"):
         value = getattr(c.trainer.clip, key)
         _require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")

@@ -12,14 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def to_png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)  # no bbox_inches="tight": it renders twice
     plt.close(fig)
     return buffer.getvalue()
 
 
-def _log10(values) -> np.ndarray:
+def log10_or_nan(values) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(np.isfinite(array) & (array > 0), np.log10(array), np.nan)
@@ -29,7 +29,7 @@ def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> 
     """Layers (input at the bottom) by recorded steps, colour = log10 of the gradient norm: a
     vanishing network is dark at the bottom, an exploding one bright."""
     steps = [s for s, _ in history]
-    grid = _log10([norms for _, norms in history]).T
+    grid = log10_or_nan([norms for _, norms in history]).T
     fig, ax = plt.subplots(figsize=(8, 0.25 * len(layers) + 2))
     extent = (steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(layers) - 0.5)
     image = ax.imshow(
@@ -40,7 +40,7 @@ def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> 
     ax.set_title("gradient flow: log10 ||dL/dW|| per layer")
     fig.colorbar(image, ax=ax, label="log10 gradient norm")
     fig.subplots_adjust(left=0.16, right=0.97, bottom=0.08, top=0.93)  # room for the layer names
-    return _png(fig)
+    return to_png(fig)
 
 
 def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -> bytes:
@@ -57,7 +57,7 @@ def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -
     ax.set_title("gradient against depth")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def through_time(curves: dict[str, list[tuple[int, list[float]]]]) -> bytes:
@@ -76,4 +76,4 @@ def through_time(curves: dict[str, list[tuple[int, list[float]]]]) -> bytes:
         ax.set_title(f"gradient through time: {tag.split('/')[-1]}")
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-    return _png(fig)
+    return to_png(fig)

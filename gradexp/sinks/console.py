@@ -34,8 +34,8 @@ class ConsoleSink:
                 self._progress.update(
                     self._task,
                     completed=record.step + 1,
-                    loss=_fmt(record.scalars["loss/train"]),
-                    grad=_fmt(record.scalars["grad_norm/total"]),
+                    loss=fmt(record.scalars["loss/train"]),
+                    grad=fmt(record.scalars["grad_norm/total"]),
                 )
 
     def close(self) -> None:
@@ -47,7 +47,7 @@ class ConsoleSink:
         for line in _diagnosis(summary):
             self.console.print(line)
         self.console.print(_status_line(summary))
-        shown = _relative_to_cwd(run_dir)
+        shown = relative_to_cwd(run_dir)
         self.console.print(f"files:       {shown}")
         self.console.print(f"tensorboard: tensorboard --logdir {shown}")
 
@@ -77,8 +77,8 @@ def _layer_table(summary: dict) -> Table:
     for layer in summary["layers"]:
         a, b = first.get(layer), last.get(layer)
         ratio = b / a if a and b is not None and math.isfinite(b) else None
-        extra = [_fmt(summary[key].get(layer)) for key, _ in columns]
-        table.add_row(layer, _fmt(a), _fmt(b), _fmt(ratio), *extra)
+        extra = [fmt(summary[key].get(layer)) for key, _ in columns]
+        table.add_row(layer, fmt(a), fmt(b), fmt(ratio), *extra)
     return table
 
 
@@ -89,32 +89,32 @@ def _diagnosis(s: dict) -> list[str]:
     if s.get("chi1_predicted") is not None:
         scale = s["depth_scale_predicted"]
         lines.append(
-            f"theory (mean field): chi_1 = {_fmt(s['chi1_predicted'])} per layer"
-            + (f", depth scale {_fmt(scale)} layers" if scale is not None else "")
+            f"theory (mean field): chi_1 = {fmt(s['chi1_predicted'])} per layer"
+            + (f", depth scale {fmt(scale)} layers" if scale is not None else "")
             + f" -> {s['verdict_predicted']}   ({s['theory_note']})"
         )
     elif s.get("theory_note"):
         lines.append(f"theory: {s['theory_note']}")
     if s.get("signal_factor_measured") is not None:
         lines.append(
-            f"measured: the squared signal changes by {_fmt(s['signal_factor_measured'])} per layer "
+            f"measured: the squared signal changes by {fmt(s['signal_factor_measured'])} per layer "
             f"at step 0 -> {verdict}"
         )
     ratios = s.get("grad_through_time_ratio_first") or {}
     for layer, ratio in ratios.items():
-        lines.append(f"gradient through time ({layer}): ||dL/dh_1|| / ||dL/dh_T|| = {_fmt(ratio)} at step 0")
+        lines.append(f"gradient through time ({layer}): ||dL/dh_1|| / ||dL/dh_T|| = {fmt(ratio)} at step 0")
     if ratios:
         lines.append(f"measured, most extreme recurrent layer -> {verdict}")
     for layer, sigma in (s.get("spectral_norm_first") or {}).items():
         lines.append(
-            f"largest singular value of {layer}: {_fmt(sigma)} -> {_fmt(s['spectral_norm_last'].get(layer))}"
+            f"largest singular value of {layer}: {fmt(sigma)} -> {fmt(s['spectral_norm_last'].get(layer))}"
         )
     if s.get("clip_fraction") is not None:
         lines.append(f"clipping: {100 * s['clip_fraction']:.0f}% of steps were clipped")
     return lines
 
 
-def _relative_to_cwd(path: str) -> str:
+def relative_to_cwd(path: str) -> str:
     """Show the run directory as the user would type it from where they stand."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
@@ -128,7 +128,7 @@ def _status_line(s: dict) -> str:
     if s["status"] == "diverged":
         line += f"; non-finite at step {s['diverged_step']} (first layer: {s['first_nonfinite_layer']})"
     if s.get("final_val_loss") is not None:
-        line += f"; val loss {_fmt(s['final_val_loss'])}"
+        line += f"; val loss {fmt(s['final_val_loss'])}"
     if s.get("final_val_acc") is not None:
         line += f", val acc {s['final_val_acc']:.3f}"
     if s.get("error"):
@@ -136,7 +136,7 @@ def _status_line(s: dict) -> str:
     return line
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
     if value is None:
         return "-"
     if not math.isfinite(value):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from torch.utils.tensorboard.summary import custom_scalars
 
 from gradexp.diagnostics.histograms import histogram_proto
 from gradexp.recorder import StepRecord
+from gradexp.sinks.event_file import EventFile
+from gradexp.sinks.hparams import hparams_summaries, metric_values
 
 # One chart per signal, each overlaying every layer (TensorBoard's Custom Scalars dashboard).
 LAYOUT = {
@@ -39,11 +40,11 @@ class TensorBoardSink:
     per tag: the file stays small and writing 30 layers costs one protobuf, not 30."""
 
     def __init__(self, run_dir: Path):
-        self._writer = EventFileWriter(str(run_dir), flush_secs=30)
+        self._writer = EventFile(run_dir)
         self._add(0, custom_scalars(LAYOUT))
 
     def _add(self, step: int, summary: Summary) -> None:
-        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        self._writer.add(Event(wall_time=time.time(), step=step, summary=summary))
 
     def write(self, records: list[StepRecord]) -> None:
         for record in records:
@@ -59,6 +60,16 @@ class TensorBoardSink:
     def write_images(self, step: int, images: dict[str, bytes]) -> None:
         values = [Summary.Value(tag=f"figures/{name}", image=_image(png)) for name, png in images.items()]
         self._add(step, Summary(value=values))
+        self._writer.flush()
+
+    def write_results(self, summary: dict, columns: dict[str, object]) -> None:
+        """The run's row of TensorBoard's HParams dashboard: its columns and final metrics."""
+        step = summary["steps_completed"]
+        for record in hparams_summaries(columns, summary["status"]):
+            self._add(step, record)
+        metrics = metric_values(summary)
+        if metrics:
+            self._add(step, Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in metrics.items()]))
         self._writer.flush()
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Sweeps: job naming, the table of all jobs, the comparison figures and `gradexp-report`."""

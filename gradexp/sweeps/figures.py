@@ -1,0 +1,179 @@
+"""The comparison figures of a sweep, drawn from its jobs' files: gradient norm against depth at
+step 0 for every configuration, the final loss as a heatmap over two swept axes, and each
+job's gradient flow over training, on one shared colour scale."""
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event
+
+from gradexp.diagnostics.figures import log10_or_nan, plt, to_png
+from gradexp.sweeps.table import Job, Table
+
+MAX_PANELS = 36  # small multiples beyond this are unreadable; the first ones are drawn
+
+
+def draw_all(table: Table, folder: Path) -> list[Path]:
+    """Every figure the table's jobs allow, written to `folder`; the paths written."""
+    figures = {
+        "norm_vs_depth": norm_vs_depth(table),
+        "final_loss": final_loss_heatmap(table),
+        "gradient_flow": gradient_flows(table),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, png in figures.items():
+        if png is not None:
+            path = folder / f"{name}.png"
+            path.write_bytes(png)
+            written.append(path)
+    return written
+
+
+def label(job: Job, table: Table) -> str:
+    """The job's swept values, or its directory name when nothing was swept."""
+    return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in table.swept) or job.name
+
+
+def norm_vs_depth(table: Table) -> bytes | None:
+    """One line per configuration: the weight-gradient norm of each layer at step 0."""
+    jobs = [j for j in table.jobs if j.summary.get("grad_norm_first")]
+    if not jobs:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
+    for job, colour in zip(jobs, colours):
+        norms = list(job.summary["grad_norm_first"].values())
+        ax.plot(
+            np.arange(1, len(norms) + 1),
+            norms,
+            marker="o",
+            markersize=2,
+            color=colour,
+            label=label(job, table),
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input to output)")
+    ax.set_ylabel("||dL/dW|| at step 0")
+    ax.set_title("gradient norm against depth at step 0, per configuration")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
+    return to_png(fig)
+
+
+def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes | None:
+    """The final loss over the first two swept keys (one panel per value of any further keys);
+    a diverged or failed job is a grey cell with its status, never a made-up number."""
+    if not table.swept or not table.jobs:
+        return None
+    rows_key, cols_key, rest = table.swept[0], (table.swept[1:2] or [None])[0], table.swept[2:]
+    rows = _values(table, rows_key)
+    cols = _values(table, cols_key) if cols_key else [None]
+    panels = list(itertools.product(*(_values(table, k) for k in rest)))[:MAX_PANELS]
+    columns = min(len(panels), 3)
+    fig, axes = plt.subplots(
+        math.ceil(len(panels) / columns),
+        columns,
+        figsize=(1.2 * len(cols) * columns + 3, 0.5 * len(rows) * math.ceil(len(panels) / columns) + 2),
+        squeeze=False,
+        layout="constrained",
+    )
+    finite = [j.summary.get(metric) for j in table.jobs if _finite(j.summary.get(metric))]
+    vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    for ax, panel in zip(axes.flat, panels):
+        fixed = dict(zip(rest, panel))
+        grid = np.full((len(rows), len(cols)), np.nan)
+        for i, j in itertools.product(range(len(rows)), range(len(cols))):
+            want = {rows_key: rows[i], **({cols_key: cols[j]} if cols_key else {}), **fixed}
+            job = next((x for x in table.jobs if all(x.overrides.get(k) == v for k, v in want.items())), None)
+            if job is None:
+                continue
+            value = job.summary.get(metric)
+            if job.status == "completed" and _finite(value):
+                grid[i, j] = value
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+            else:
+                ax.text(j, i, job.status, ha="center", va="center", fontsize=7, color="black")
+        ax.set_facecolor("#d0d0d0")  # the cells with no number
+        image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_ylabel(rows_key)
+        ax.set_xticks(range(len(cols)), [c or "" for c in cols], fontsize=7)
+        ax.set_xlabel(cols_key or "")
+        ax.set_title(", ".join(f"{k}={v}" for k, v in fixed.items()) or metric.replace("_", " "), fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes, label=metric.replace("_", " "))
+    return to_png(fig)
+
+
+def gradient_flows(table: Table) -> bytes | None:
+    """Each job's gradient flow (layers by steps, log10 norm), on one colour scale so that the
+    panels compare."""
+    flows = [(job, read_norm_history(job.path)) for job in table.jobs[:MAX_PANELS]]
+    flows = [(job, flow) for job, flow in flows if flow[1]]
+    if not flows:
+        return None
+    grids = [log10_or_nan(matrix).T for _, (_, _, matrix) in flows]
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids])
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    columns = min(len(flows), 4)
+    fig, axes = plt.subplots(
+        math.ceil(len(flows) / columns),
+        columns,
+        figsize=(3.2 * columns + 1, 2.6 * math.ceil(len(flows) / columns)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, (job, (layers, steps, _)), grid in zip(axes.flat, flows, grids):
+        extent = (steps[0] - 0.5, steps[-1] + 0.5, 0.5, len(layers) + 0.5)
+        image = ax.imshow(
+            grid,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            extent=extent,
+            interpolation="nearest",
+        )
+        ax.set_title(
+            label(job, table) + ("" if job.status == "completed" else f" ({job.status})"), fontsize=7
+        )
+        ax.tick_params(labelsize=6)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(flows) :]:
+        ax.set_axis_off()
+    fig.supxlabel("step")
+    fig.supylabel("layer (input at the bottom)")
+    fig.colorbar(image, ax=axes, label="log10 ||dL/dW||")
+    return to_png(fig)
+
+
+def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[float]]]:
+    """The per-layer gradient norms a run logged, from its event files: layer names, steps, and
+    a row of norms per step (NaN where a layer's value is missing)."""
+    by_step: dict[int, dict[str, float]] = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for raw in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(raw)
+            for value in event.summary.value:
+                tag = value.tag
+                if tag.startswith("grad_norm/") and tag[10:13].isdigit():
+                    by_step.setdefault(event.step, {})[tag[10:]] = value.simple_value
+    layers = sorted({layer for norms in by_step.values() for layer in norms})
+    steps = sorted(by_step)
+    return layers, steps, [[by_step[s].get(layer, math.nan) for layer in layers] for s in steps]
+
+
+def _values(table: Table, key: str) -> list[str]:
+    """The key's values in the order the jobs ran (a sweep lists them as the user typed them)."""
+    return list(dict.fromkeys(j.overrides[key] for j in table.jobs if key in j.overrides))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,30 @@
+"""The number a job hands back to a sweeper that searches (Optuna): a metric of its summary, in
+which a run that diverged or failed scores as the worst possible result rather than stopping the
+study, so the search learns to avoid that region instead of crashing into it."""
+
+import math
+
+from omegaconf import DictConfig
+
+# Metrics a search can optimise: summary.json keys, and `stable_lr`, the learning rate of a run
+# that finished with a lower validation loss than it started with (0 when it diverged, failed or
+# did not learn), which a search maximises to find the largest learning rate that still trains.
+OBJECTIVES = ("final_val_loss", "final_train_loss", "final_val_acc", "grad_ratio_first_last", "stable_lr")
+DIRECTIONS = ("minimize", "maximize")
+
+
+def objective(summary: dict, cfg: DictConfig) -> float:
+    metric, direction = cfg.objective.metric, cfg.objective.direction
+    worst = math.inf if direction == "minimize" else -math.inf
+    if metric == "stable_lr":
+        return stable_lr(summary, cfg)
+    value = summary.get(metric) if summary.get("status") == "completed" else None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return worst
+    return float(value)
+
+
+def stable_lr(summary: dict, cfg: DictConfig) -> float:
+    start, end = summary.get("initial_val_loss"), summary.get("final_val_loss")
+    learned = summary.get("status") == "completed" and start is not None and end is not None and end < start
+    return float(cfg.optimizer.lr) if learned else 0.0

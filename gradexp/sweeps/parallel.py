@@ -1,0 +1,31 @@
+"""Thread counts for jobs that run side by side, so N parallel jobs share the cores instead of
+each starting one thread per core (N x cores threads thrash the caches and the scheduler)."""
+
+import os
+
+from omegaconf import DictConfig
+
+
+def cores() -> int:
+    """The cores this process may run on (a container or a batch scheduler can allow fewer than
+    the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """How many jobs the launcher runs at once: joblib's n_jobs (-1 = one per core, -2 = all but
+    one, ...), 1 for launchers that run one job per process or machine."""
+    n_jobs = hydra_cfg.launcher.get("n_jobs") if "launcher" in hydra_cfg else None
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    return max(1, cores() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
+def threads_per_job(hydra_cfg: DictConfig) -> int | None:
+    """torch threads for each of the launcher's parallel jobs; None leaves torch's default."""
+    jobs = parallel_jobs(hydra_cfg)
+    if jobs == 1:
+        return None
+    return max(1, cores() // jobs)

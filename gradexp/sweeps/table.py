@@ -1,0 +1,155 @@
+"""The table of a sweep's jobs, rebuilt from the files the jobs left behind (each run directory's
+summary.json), so it can be made at the end of a sweep, after a failure, or any time later.
+
+A job that wrote no summary.json (killed outright, or still running) is a row too, with status
+`unfinished`; nothing under the directory is modified except the two table files.
+"""
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gradexp.sinks.summary import write_json_atomic
+
+TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
+STATUSES = ("completed", "diverged", "failed", "interrupted", "unfinished")
+METRICS = (
+    "final_train_loss",
+    "final_val_loss",
+    "final_val_acc",
+    "grad_ratio_first_last",
+    "verdict",
+    "chi1_predicted",
+    "steps_completed",
+    "diverged_step",
+    "wall_time_s",
+)
+
+
+@dataclass
+class Job:
+    path: Path  # the run directory
+    name: str  # its path relative to the table's root ("." for a single run)
+    status: str
+    overrides: dict[str, str]  # key -> value as typed on the command line
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        return self.summary.get("error")
+
+
+@dataclass
+class Table:
+    root: Path
+    jobs: list[Job]
+    swept: list[str]  # override keys whose value differs between jobs
+    fixed: dict[str, str]  # override keys every job shares, with their value
+
+    def counts(self) -> dict[str, int]:
+        return {
+            s: sum(j.status == s for j in self.jobs)
+            for s in STATUSES
+            if any(j.status == s for j in self.jobs)
+        }
+
+    def rows(self) -> list[dict]:
+        """One flat dict per job: name, status, swept values, metrics, error."""
+        return [
+            {
+                "job": j.name,
+                "status": j.status,
+                **{k: j.overrides.get(k) for k in self.swept},
+                **{m: j.summary.get(m) for m in METRICS},
+                "error": j.error,
+            }
+            for j in self.jobs
+        ]
+
+
+def find_jobs(root: Path) -> list[Job]:
+    """Every run under `root` (or `root` itself): a directory holding summary.json, or one Hydra
+    started (.hydra/) that never wrote its summary."""
+    runs = {p.parent for p in root.rglob("summary.json")} | {p.parent for p in root.rglob(".hydra")}
+    return sorted((_job(root, run) for run in runs), key=lambda j: _natural(j.name))
+
+
+def build(root: Path) -> Table:
+    jobs = find_jobs(root)
+    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    swept = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+    fixed = {k: jobs[0].overrides[k] for k in keys if k not in swept}
+    return Table(root, jobs, swept, fixed)
+
+
+def write(table: Table) -> tuple[Path, Path]:
+    """sweep_table.json (with the fixed overrides and the counts) and sweep_table.csv, atomically."""
+    rows = table.rows()
+    json_path, csv_path = table.root / TABLE_JSON, table.root / TABLE_CSV
+    write_json_atomic(
+        json_path,
+        {"swept": table.swept, "fixed": table.fixed, "counts": table.counts(), "jobs": rows},
+    )
+    text = io.StringIO()
+    columns = ["job", "status", *table.swept, *METRICS, "error"]
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
+    tmp = csv_path.with_suffix(".csv.tmp")
+    tmp.write_text(text.getvalue())
+    tmp.replace(csv_path)
+    return json_path, csv_path
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f"{total} job{'s' if total != 1 else ''}: {parts}" if total else "no jobs found"
+
+
+def _job(root: Path, run: Path) -> Job:
+    summary = _read_summary(run)
+    status = summary.get("status", "unfinished") if summary else "unfinished"
+    overrides = summary.get("overrides") if summary else None
+    if overrides is None:
+        overrides = _read_overrides(run)
+    name = run.relative_to(root).as_posix()
+    if not summary:
+        summary = {"error": "no summary.json: the job is still running, or was killed before writing it"}
+    return Job(run, name, status, _split(overrides), summary)
+
+
+def _read_summary(run: Path) -> dict:
+    try:
+        return json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_overrides(run: Path) -> list[str]:
+    """Hydra's record of the job's overrides, one `- key=value` line each."""
+    try:
+        lines = (run / ".hydra" / "overrides.yaml").read_text().splitlines()
+    except OSError:
+        return []
+    return [line[2:].strip().strip("'\"") for line in lines if line.startswith("- ")]
+
+
+def _split(overrides: list[str]) -> dict[str, str]:
+    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def _natural(name: str) -> list:
+    """'2_x' before '10_x': job numbers compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _csv_value(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return "" if value is None else value

@@ -1,0 +1,235 @@
+"""Sweeps as a user runs them: real Hydra multiruns in subprocesses, the table and the figures
+they leave, TensorBoard's run list and HParams dashboard read by TensorBoard itself."""
+
+import csv
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+from gradexp.sweeps.naming import MAX_NAME, job_dir_name, naming_overrides
+from gradexp.sweeps.objective import objective
+from gradexp.sweeps.parallel import cores, threads_per_job
+from tests.conftest import TINY, make_config, read_summary, run_cli
+
+SWEEP_DIR = ["hydra.sweep.dir=sweep"]
+
+
+def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli("-m", *TINY, *SWEEP_DIR, *args, cwd=tmp_path)
+
+
+def table_rows(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "sweep_table.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Path:
+    """A 2 x 2 grid, run once for the tests that read what it leaves."""
+    tmp_path = tmp_path_factory.mktemp("grid")
+    result = sweep(tmp_path, "model.depth=2,4", "activation=sigmoid,relu")
+    assert result.returncode == 0, result.stderr
+    assert "4 jobs: 4 completed" in result.stdout
+    return tmp_path / "sweep"
+
+
+def test_job_directories_and_tensorboard_runs_are_named_by_what_varies(grid):
+    names = {
+        "000_activation=sigmoid,model.depth=2",
+        "001_activation=relu,model.depth=2",
+        "002_activation=sigmoid,model.depth=4",
+        "003_activation=relu,model.depth=4",
+    }
+    assert {p.name for p in grid.iterdir() if p.is_dir() and p.name != "report"} == names
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(grid))
+    assert set(multiplexer.Runs()) == names  # what `tensorboard --logdir <sweep>` lists
+
+
+def test_sweep_table_lists_every_job_with_its_swept_values_and_metrics(grid):
+    rows = table_rows(grid)
+    assert [(r["model.depth"], r["activation"]) for r in rows] == [
+        ("2", "sigmoid"),
+        ("2", "relu"),
+        ("4", "sigmoid"),
+        ("4", "relu"),
+    ]
+    for row in rows:
+        summary = read_summary(grid / row["job"])
+        assert row["status"] == "completed" and float(row["final_val_loss"]) == pytest.approx(
+            summary["final_val_loss"]
+        )
+        assert row["verdict"] == summary["verdict"]
+    table = json.loads((grid / "sweep_table.json").read_text())
+    assert table["swept"] == ["model.depth", "activation"]
+    assert table["fixed"]["trainer.steps"] == "20" and table["counts"] == {"completed": 4}
+    # the sigmoid networks' first layers get a smaller share of the gradient than the ReLU ones'
+    ratio = {(r["model.depth"], r["activation"]): float(r["grad_ratio_first_last"]) for r in rows}
+    assert ratio[("4", "sigmoid")] < ratio[("4", "relu")]
+
+
+def test_hparams_dashboard_shows_each_run_with_swept_values_and_final_metrics(grid):
+    """TensorBoard itself, served over HTTP, as the browser's HParams tab asks it."""
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(grid), "--port", "0", "--load_fast", "false"])
+    url = board.launch()
+
+    def post(route: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{url}data/plugin/hparams/{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return json.loads(urllib.request.urlopen(request, timeout=60).read())
+
+    experiment = post("experiment", {"experimentName": ""})
+    columns = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"model.depth", "activation", "status", "verdict"} <= columns
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"hparams/final_val_loss", "hparams/final_val_acc", "hparams/grad_ratio_first_last"} <= metrics
+    groups = post(
+        "session_groups",
+        {
+            "experimentName": "",
+            "allowedStatuses": ["STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_UNKNOWN"],
+            "colParams": [],
+            "startIndex": 0,
+            "sliceSize": 100,
+        },
+    )["sessionGroups"]
+    assert len(groups) == 4  # one row per run, none for a stray sub-folder
+    for group in groups:
+        summary = read_summary(grid / group["name"])
+        assert group["hparams"]["model.depth"] == summary["config"]["model"]["depth"]
+        assert group["hparams"]["activation"] == summary["config"]["activation"]["name"]
+        assert group["hparams"]["status"] == "completed"
+        values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert values["hparams/final_val_loss"] == pytest.approx(summary["final_val_loss"])
+
+
+def test_report_rebuilds_table_and_figures_any_time(grid):
+    for made in ("sweep_table.csv", "sweep_table.json"):
+        (grid / made).unlink()
+    for png in (grid / "report").glob("*.png"):
+        png.unlink()
+    script = Path(sys.executable).parent / "gradexp-report"
+    result = subprocess.run([str(script), str(grid)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "4 jobs: 4 completed" in result.stdout
+    assert len(table_rows(grid)) == 4
+    for figure in ("norm_vs_depth", "final_loss", "gradient_flow"):
+        assert (grid / "report" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_run = subprocess.run(
+        [str(script), str(grid / "000_activation=sigmoid,model.depth=2"), "--no-figures"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert one_run.returncode == 0 and "1 job: 1 completed" in one_run.stdout
+
+
+def test_report_on_a_directory_without_runs_is_one_line(tmp_path):
+    script = Path(sys.executable).parent / "gradexp-report"
+    for target in (tmp_path, tmp_path / "missing"):
+        result = subprocess.run([str(script), str(target)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert (
+            result.stderr.count("\n") == 1
+            and str(target) in result.stderr
+            and "Traceback" not in result.stderr
+        )
+
+
+def test_failed_and_diverged_jobs_are_rows_and_the_exit_status_counts_them(tmp_path):
+    """(n_train=64, batch_size=128) is invalid only as a combination, so it fails in its job; the
+    other jobs run on, and lr=1e6 diverges."""
+    result = sweep(
+        tmp_path,
+        "task.n_train=256,64",
+        "trainer.batch_size=32,128",
+        "optimizer=sgd",
+        "optimizer.lr=0.05,1e6",
+        "diagnostics=off",
+    )
+    assert result.returncode == 1
+    assert "8 jobs: 3 completed, 3 diverged, 2 failed" in result.stdout
+    assert "Traceback" not in result.stderr
+    rows = table_rows(tmp_path / "sweep")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [(r["task.n_train"], r["trainer.batch_size"]) for r in failed] == [("64", "128")] * 2
+    assert all("trainer.batch_size=128" in r["error"] and "task.n_train (64)" in r["error"] for r in failed)
+    assert {float(r["optimizer.lr"]) for r in rows if r["status"] == "diverged"} == {1e6}
+    for row in rows:  # every job's files are there to read, whatever happened to the others
+        assert read_summary(tmp_path / "sweep" / row["job"])["status"] == row["status"]
+        if row["status"] != "failed":
+            assert list((tmp_path / "sweep" / row["job"]).glob("events.out.tfevents.*"))
+
+
+def test_jobs_in_one_process_leave_nothing_behind_for_the_next(tmp_path):
+    """The basic launcher runs every job in one process: the second job must give what it gives
+    alone, whatever seed and thread count the first one set."""
+    result = sweep(tmp_path, "trainer.seed=7,3", "trainer.threads=1,null")
+    assert result.returncode == 0, result.stderr
+    alone = run_cli(*TINY, "trainer.seed=3", "hydra.run.dir=alone", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    jobs = {r["job"]: read_summary(tmp_path / "sweep" / r["job"]) for r in table_rows(tmp_path / "sweep")}
+    last = jobs["003_trainer.seed=3,trainer.threads=null"]
+    reference = read_summary(tmp_path / "alone")
+    assert last["final_val_loss"] == reference["final_val_loss"]
+    assert last["grad_norm_last"] == reference["grad_norm_last"]
+    assert jobs["002_trainer.seed=3,trainer.threads=1"]["torch_threads"] == 1
+    assert last["torch_threads"] == reference["torch_threads"]
+
+
+def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    result = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.depth=2,3,4,5")
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(tmp_path / "sweep")
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    threads = {read_summary(tmp_path / "sweep" / r["job"])["torch_threads"] for r in rows}
+    assert threads == {max(1, cores() // 2)}
+
+
+def test_job_dir_names_sort_in_job_order_and_stay_short_and_unique():
+    assert job_dir_name(3, "a=1,b=x") == "003_a=1,b=x"
+    assert job_dir_name(12, "") == "012"
+    assert job_dir_name(0, "task.path=/data/x") == "000_task.path=-data-x"  # no sub-directories
+    long_a, long_b = job_dir_name(1, "k=" + "a" * 300), job_dir_name(1, "k=" + "a" * 299 + "b")
+    assert len(long_a) <= MAX_NAME and long_a != long_b
+
+
+def test_names_leave_out_what_the_command_line_fixes():
+    assert naming_overrides(["-m", "model.depth=2,4", "trainer.steps=9", "hydra/launcher=joblib"]) == [
+        "hydra.job.config.override_dirname.exclude_keys=[trainer.steps]"
+    ]
+    assert naming_overrides(["model.depth=2", "trainer.steps=9"]) == []  # a single run has no job names
+
+
+def test_threads_are_shared_out_between_parallel_jobs():
+    def hydra_cfg(n_jobs):
+        return OmegaConf.create({"launcher": {"n_jobs": n_jobs}})
+
+    assert threads_per_job(hydra_cfg(1)) is None  # one job at a time: torch's default
+    assert threads_per_job(hydra_cfg(2)) == max(1, cores() // 2)
+    assert threads_per_job(hydra_cfg(-1)) == 1  # one job per core
+    assert threads_per_job(OmegaConf.create({"launcher": {}})) is None
+
+
+def test_a_search_scores_diverged_and_failed_runs_as_the_worst_result():
+    cfg = make_config("optimizer.lr=0.5")
+    assert objective({"status": "completed", "final_val_loss": 0.3}, cfg) == 0.3
+    assert objective({"status": "diverged", "final_val_loss": None}, cfg) == float("inf")
+    assert objective({"status": "failed"}, make_config("objective.direction=maximize")) == float("-inf")
+    stable = make_config("objective.metric=stable_lr", "optimizer.lr=0.5")
+    assert objective({"status": "completed", "initial_val_loss": 2.0, "final_val_loss": 1.0}, stable) == 0.5
+    assert objective({"status": "completed", "initial_val_loss": 1.0, "final_val_loss": 2.0}, stable) == 0.0
+    assert objective({"status": "diverged"}, stable) == 0.0
