@@ -232,4 +232,80 @@ def test_a_search_scores_diverged_and_failed_runs_as_the_worst_result():
     stable = make_config("objective.metric=stable_lr", "optimizer.lr=0.5")
     assert objective({"status": "completed", "initial_val_loss": 2.0, "final_val_loss": 1.0}, stable) == 0.5
     assert objective({"status": "completed", "initial_val_loss": 1.0, "final_val_loss": 2.0}, stable) == 0.0
+    assert objective({"status": "completed", "initial_val_loss": 1.0, "final_val_loss": 0.95}, stable) == 0.0
     assert objective({"status": "diverged"}, stable) == 0.0
+
+
+def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = sweep(
+        tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "model.depth=2,3"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(tmp_path / "sweep")
+    assert [r["status"] for r in rows] == ["completed"] * 2
+    assert "2 jobs: 2 completed" in result.stdout
+
+
+def test_optuna_search_scores_diverged_trials_and_carries_on(tmp_path):
+    """The search's own config, shrunk: trials at large learning rates diverge, score 0, and the
+    study still runs every trial and reports the best one."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    result = sweep(
+        tmp_path,
+        "hparams_search=largest_stable_lr",
+        "hydra.sweeper.n_trials=6",
+        "optimizer.lr=tag(log, interval(0.01, 1000.0))",
+        "model.depth=3",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(tmp_path / "sweep")
+    assert len(rows) == 6 and "diverged" in {r["status"] for r in rows}
+    results = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    best = float(results.split("best_value:")[1].split()[0])
+    scores = []
+    for row in rows:
+        summary = read_summary(tmp_path / "sweep" / row["job"])
+        scores.append(objective(summary, OmegaConf.create(summary["config"])))
+    assert best == max(scores) and 0.0 in scores  # diverged trials scored, not raised
+
+
+def test_every_preset_composes_and_every_swept_value_is_valid():
+    """What `gradexp -m experiment=<name>` would run, checked without training."""
+    from gradexp.config import CONFIG_DIR
+    from gradexp.config.preflight import check_command_line
+
+    presets = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    assert len(presets) >= 13
+    for name in presets:
+        check_command_line(["-m", f"experiment={name}"])
+    check_command_line(["-m", "hparams_search=largest_stable_lr"])
+
+
+def test_a_bad_value_in_a_users_own_preset_is_one_line_before_any_job(tmp_path):
+    """A preset of one's own, found through hydra.searchpath, is checked like the shipped ones."""
+    from gradexp.config import CONFIG_DIR
+
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    preset = (CONFIG_DIR / "experiment" / "vanishing_sigmoid.yaml").read_text()
+    (tmp_path / "mine" / "experiment" / "deeper.yaml").write_text(preset.replace("2,5,10,20", "2,0"))
+    result = run_cli(
+        "-m", "experiment=deeper", f"hydra.searchpath=[file://{tmp_path / 'mine'}]", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr == "gradexp: error: model.depth=0: out of range; allowed: an integer >= 1\n"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_launcher_that_is_not_installed_is_one_line_with_the_extra_to_install(tmp_path):
+    result = run_cli("-m", "hydra/launcher=jobllib", "model.depth=2,3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "hydra/launcher=jobllib: no such choice" in result.stderr and "gradexp[joblib]" in result.stderr
+
+
+def test_activations_figure_draws_every_registered_activation(tmp_path):
+    script = Path(sys.executable).parent / "gradexp-report"
+    result = subprocess.run([str(script), "--activations", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "activations.png").read_bytes()[:4] == b"\x89PNG"

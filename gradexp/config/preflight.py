@@ -17,6 +17,9 @@ from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.validate import validate
 
+PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
+PLUGIN_EXTRAS = {"joblib": "joblib", "slurm": "slurm", "ray_local": "ray", "optuna": "optuna"}
+
 # Flags after which Hydra composes no job config, or composes one from elsewhere.
 _SKIP_FLAGS = (
     "help",
@@ -39,6 +42,9 @@ def check_command_line(argv: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except OverrideParseException as error:
         raise ConfigError("override", NO_VALUE, f"cannot parse it: {_first_line(error)}") from None
+    plugins = [o.input_line for o in overrides if o.key_or_group in PLUGIN_GROUPS]
+    # hydra.searchpath adds config directories (a user's own presets): every compose needs it
+    searchpath = [o.input_line for o in overrides if o.key_or_group == "hydra.searchpath"]
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if sweep is not None and not args.multirun:
@@ -49,10 +55,43 @@ def check_command_line(argv: list[str]) -> None:
             "one value, a quoted string ('a,b'), or add -m to sweep",
         )
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
+        if plugins:
+            _check_plugins(args.config_name or "config", searchpath + plugins)
+        if args.multirun:
+            overrides += _file_sweeps(args.config_name or "config", overrides, searchpath + plugins)
         for job in _jobs(overrides):
-            cfg = _compose(args.config_name or "config", job)
+            cfg = _compose(args.config_name or "config", searchpath + job)
             validate(cfg)
             _check_activation_applies(cfg, job)
+
+
+def _file_sweeps(config_name: str, overrides: list[Override], plugins: list[str]) -> list[Override]:
+    """The sweeps a config file declares (an experiment's hydra.sweeper.params), for the keys the
+    command line leaves alone, so that their values are checked like typed ones."""
+    base = [values[0] for values in map(_values, overrides) if values]
+    hydra_cfg = _compose(config_name, base + plugins, hydra=True).hydra
+    params = hydra_cfg.sweeper.get("params") or {}
+    typed = {o.key_or_group for o in overrides}
+    lines = [f"{key}={value}" for key, value in params.items() if key.lstrip("+~") not in typed]
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except OverrideParseException as error:
+        raise ConfigError(
+            "hydra.sweeper.params", NO_VALUE, f"cannot parse it: {_first_line(error)}"
+        ) from None
+
+
+def _check_plugins(config_name: str, choices: list[str]) -> None:
+    """A launcher or sweeper that is not installed, or misspelt: say which exist and how to get
+    the others."""
+    try:
+        compose(config_name, overrides=choices, return_hydra_config=True)
+    except MissingConfigException as error:
+        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
+        extras = ", ".join(f"{c} (pip install 'gradexp[{e}]')" for c, e in PLUGIN_EXTRAS.items())
+        raise ConfigError(
+            group, choice, "no such choice", f"{', '.join(error.options or [])}; {extras}"
+        ) from None
 
 
 def _jobs(overrides: list[Override]) -> list[list[str]]:
@@ -81,9 +120,9 @@ def _values(o: Override) -> list[str]:
     return [f"{key}={Override._get_value_element_as_str(v)}" for v in o.sweep_iterator()]
 
 
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
     try:
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=hydra)
     except MissingConfigException as error:
         group, _, choice = (error.missing_cfg_file or "").rpartition("/")
         if group and error.options:
@@ -95,6 +134,8 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
         if key and "not in struct" in str(cause):
             raise ConfigError(key, NO_VALUE, "no such key", _siblings(config_name, overrides, key)) from None
         raise ConfigError("override", NO_VALUE, _first_line(cause or error)) from None
+    except ValueError as error:  # a config file Hydra cannot read (a preset someone wrote, say)
+        raise ConfigError(config_name, NO_VALUE, f"cannot compose it: {_first_line(error)}") from None
 
 
 def _siblings(config_name: str, overrides: list[str], key: str) -> str:

@@ -77,3 +77,34 @@ def through_time(curves: dict[str, list[tuple[int, list[float]]]]) -> bytes:
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     return to_png(fig)
+
+
+def activations_and_derivatives(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+    """One panel per activation: phi(h) and phi'(h), with the peak of phi' marked (sigmoid's is
+    1/4: each sigmoid layer passes at most a quarter of the gradient on)."""
+    columns = 4
+    rows = math.ceil(len(curves) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, (name, (h, phi, dphi)) in zip(axes.flat, curves.items()):
+        ax.plot(h, phi, label="phi(h)")
+        ax.plot(h, dphi, label="phi'(h)")
+        peak = int(np.argmax(dphi))
+        ax.plot(h[peak], dphi[peak], "o", color="C1", markersize=4)
+        ax.annotate(
+            f"max phi' = {dphi[peak]:.3g}",
+            (h[peak], dphi[peak]),
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=7,
+        )
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(-1.5, 2.5)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.set_axis_off()
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.supxlabel("h (pre-activation)")
+    return to_png(fig)

@@ -7,10 +7,12 @@ import math
 from omegaconf import DictConfig
 
 # Metrics a search can optimise: summary.json keys, and `stable_lr`, the learning rate of a run
-# that finished with a lower validation loss than it started with (0 when it diverged, failed or
-# did not learn), which a search maximises to find the largest learning rate that still trains.
+# that finished with a validation loss at least LEARNED below the one it started with (0 when it
+# diverged, failed or did not learn), which a search maximises to find the largest learning rate
+# that still trains.
 OBJECTIVES = ("final_val_loss", "final_train_loss", "final_val_acc", "grad_ratio_first_last", "stable_lr")
 DIRECTIONS = ("minimize", "maximize")
+LEARNED = 0.9  # a run learned if its final validation loss is below 90% of its initial one
 
 
 def objective(summary: dict, cfg: DictConfig) -> float:
@@ -26,5 +28,10 @@ def objective(summary: dict, cfg: DictConfig) -> float:
 
 def stable_lr(summary: dict, cfg: DictConfig) -> float:
     start, end = summary.get("initial_val_loss"), summary.get("final_val_loss")
-    learned = summary.get("status") == "completed" and start is not None and end is not None and end < start
+    learned = (
+        summary.get("status") == "completed"
+        and start is not None
+        and end is not None
+        and end < LEARNED * start
+    )
     return float(cfg.optimizer.lr) if learned else 0.0

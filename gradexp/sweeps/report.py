@@ -10,10 +10,15 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from gradexp.activations import ACTIVATIONS
+from gradexp.config.schema import ActivationConfig
+from gradexp.diagnostics.figures import activations_and_derivatives
+from gradexp.diagnostics.theory import derivative
 from gradexp.sinks.console import fmt, relative_to_cwd
 from gradexp.sweeps import figures
 from gradexp.sweeps.table import Table, build, counts_line, write
@@ -106,6 +111,20 @@ def _fixed(table: Table) -> str:
     return escape(" ".join(f"{k}={v}" for k, v in table.fixed.items()))
 
 
+def draw_activations(folder: Path) -> Path:
+    """Every activation of the registry beside its derivative, computed by autograd from the very
+    modules gradexp trains with."""
+    h = torch.linspace(-5, 5, 1001, dtype=torch.float64)
+    curves = {}
+    for name, make in ACTIVATIONS.items():
+        module = make(ActivationConfig(name=name)).double()
+        curves[name] = (h.numpy(), module(h).detach().numpy(), derivative(module, h).numpy())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "activations.png"
+    path.write_bytes(activations_and_derivatives(curves))
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     """gradexp-report <dir>: the table and the figures of a sweep or run directory."""
     parser = argparse.ArgumentParser(
@@ -117,7 +136,16 @@ def main(argv: list[str] | None = None) -> None:
         "directory", type=Path, help="a sweep directory (outputs/sweeps/...) or a run directory"
     )
     parser.add_argument("--no-figures", action="store_true", help="write and show the table only")
+    parser.add_argument(
+        "--activations",
+        action="store_true",
+        help="instead, draw every activation with its derivative into <directory>/activations.png",
+    )
     args = parser.parse_args(argv)
+    if args.activations:
+        path = draw_activations(args.directory)
+        print(f"figure: {relative_to_cwd(str(path))}")
+        return
     if not args.directory.is_dir():
         print(f"gradexp-report: error: {args.directory}: no such directory", file=sys.stderr)
         sys.exit(2)
