@@ -38,3 +38,16 @@ def test_overhead_benchmark_prints_a_ratio_per_variant():
         "gradexp, every signal every step, histograms every 10",
         "gradexp, diagnostics=full (histograms every step too)",
     ]
+
+
+def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/sweep_overhead.py", "--jobs", "2", "--steps", "5", "--repeats", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"sweep overhead per job over the plain loop: +-?\d+\.\d+ s", result.stdout)
+    assert re.search(r"joblib speed-up over the basic launcher: +\d+\.\d+x", result.stdout)

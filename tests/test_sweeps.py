@@ -309,3 +309,14 @@ def test_activations_figure_draws_every_registered_activation(tmp_path):
     result = subprocess.run([str(script), "--activations", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "activations.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ray_local_launcher_runs_the_jobs_on_a_local_ray_instance(tmp_path, monkeypatch):
+    """Ray is not in .[dev] (it is large): this runs where `.[ray]` is installed."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # one machine: no token to set up
+    result = sweep(tmp_path, "hydra/launcher=ray_local", "model.depth=2,3")
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(tmp_path / "sweep")
+    assert [r["status"] for r in rows] == ["completed"] * 2
+    assert {read_summary(tmp_path / "sweep" / r["job"])["torch_threads"] for r in rows} == {1}  # num_cpus: 1
