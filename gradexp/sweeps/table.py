@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
 from gradexp.sinks.summary import write_json_atomic
 
 TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
@@ -81,7 +84,8 @@ def find_jobs(root: Path) -> list[Job]:
 def build(root: Path) -> Table:
     jobs = find_jobs(root)
     keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
-    swept = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+    planned = planned_sweep(root)  # what the sweep meant to vary, even if one job ran
+    swept = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1 or k in planned]
     fixed = {k: jobs[0].overrides[k] for k in keys if k not in swept}
     return Table(root, jobs, swept, fixed)
 
@@ -103,6 +107,18 @@ def write(table: Table) -> tuple[Path, Path]:
     tmp.write_text(text.getvalue())
     tmp.replace(csv_path)
     return json_path, csv_path
+
+
+def planned_sweep(root: Path) -> set[str]:
+    """The keys a sweep varies, from Hydra's record of it (multirun.yaml): the command line's
+    sweeps and the sweeper's params."""
+    try:
+        hydra = OmegaConf.load(root / "multirun.yaml").hydra
+        typed = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+        params = hydra.sweeper.get("params") or {}
+    except Exception:  # noqa: BLE001 (no record, or one this version cannot read: judge by the jobs)
+        return set()
+    return {o.key_or_group for o in typed if o.is_sweep_override()} | {k.lstrip("+~") for k in params}
 
 
 def counts_line(counts: dict[str, int]) -> str:
