@@ -33,6 +33,7 @@ EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 def main() -> None:
     """Entry point of `gradexp` and `python -m gradexp`."""
     argv = sys.argv[1:]
+    SweepCallback.sweep_dir = None  # set again if this command line starts a sweep
     try:
         check_command_line(argv)
     except ConfigError as error:

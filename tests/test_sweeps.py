@@ -224,6 +224,7 @@ def test_threads_are_shared_out_between_parallel_jobs():
     assert threads_per_job(hydra_cfg(2)) == max(1, cores() // 2)
     assert threads_per_job(hydra_cfg(-1)) == 1  # one job per core
     assert threads_per_job(OmegaConf.create({"launcher": {}})) is None
+    assert threads_per_job(OmegaConf.create({"launcher": {"cpus_per_task": 3}})) == 3  # submitit
 
 
 def test_a_search_scores_diverged_and_failed_runs_as_the_worst_result():

@@ -24,7 +24,11 @@ def parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 def threads_per_job(hydra_cfg: DictConfig) -> int | None:
-    """torch threads for each of the launcher's parallel jobs; None leaves torch's default."""
+    """torch threads for each of the launcher's parallel jobs; None leaves torch's default (a
+    SLURM task's default is the cores SLURM gives it, and Ray sets it from num_cpus)."""
+    cpus_per_task = hydra_cfg.launcher.get("cpus_per_task") if "launcher" in hydra_cfg else None
+    if isinstance(cpus_per_task, int) and cpus_per_task > 0:  # submitit, locally or on SLURM
+        return cpus_per_task
     jobs = parallel_jobs(hydra_cfg)
     if jobs == 1:
         return None
