@@ -19,11 +19,13 @@ from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import ConfigError
 from gradexp.config.preflight import check_command_line
 from gradexp.engine import train
+from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sweeps import report
 from gradexp.sweeps.callback import SweepCallback
 from gradexp.sweeps.naming import naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import threads_per_job
+from gradexp.sweeps.table import read_summary
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
@@ -41,8 +43,14 @@ def main() -> None:
     sys.argv += naming_overrides(argv)
     try:
         _hydra_main()
-    except BaseException:  # a failed or interrupted sweep still ends with its table
-        report.finish_sweep(SweepCallback.sweep_dir)
+    except BaseException as stopped:  # a failed or interrupted sweep still ends with its table
+        interrupted = (
+            isinstance(stopped, KeyboardInterrupt) or getattr(stopped, "code", None) == EXIT_INTERRUPTED
+        )
+        try:
+            report.finish_sweep(SweepCallback.sweep_dir, draw=not interrupted)
+        except BaseException as error:  # noqa: BLE001 (never hide why the sweep stopped)
+            print(f"gradexp: the sweep table could not be written: {error}", file=sys.stderr)
         raise
     counts = report.finish_sweep(SweepCallback.sweep_dir)
     if counts and any(counts.get(s) for s in ("failed", "interrupted", "unfinished")):
@@ -56,7 +64,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            train(cfg, run_dir, overrides=overrides)
+            summary = train(cfg, run_dir, overrides=overrides)
+            write_experiment(run_dir, [columns(summary)])  # the run's own HParams columns
         except ConfigError as error:
             _fail(error)
         except KeyboardInterrupt:
@@ -68,9 +77,9 @@ def _hydra_main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         _interrupted(run_dir)
     except Exception as error:  # noqa: BLE001 (a job's failure is a row of the table, not the sweep's end)
-        summary = report.read_summary(run_dir) or {"status": "failed", "error": str(error)}
+        summary = read_summary(run_dir) or {"status": "failed", "error": str(error)}
     report.job_line(run_dir.name, summary)
-    return objective(summary, cfg)
+    return objective(summary, cfg, hydra_cfg.sweeper.get("direction"))
 
 
 def _interrupted(run_dir: Path) -> None:

@@ -28,7 +28,6 @@ from gradexp.diagnostics.monitor import Diagnostics
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.recorder import GradientRecorder
-from gradexp.sinks import hparams
 from gradexp.sinks.console import ConsoleSink
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sinks.tensorboard import TensorBoardSink
@@ -242,12 +241,15 @@ def _finish(
     if run is not None:
         status, final = _close(run, status)
     summary = _summary(run, cfg, status, error, final, started, overrides)
-    if run is not None:
-        run.tensorboard.write_results(summary, hparams.columns(cfg, overrides, summary))
-        run.tensorboard.close()
-        if run.device.type == "cuda":
-            torch.cuda.empty_cache()  # the next job of a sweep starts from an empty cache
     write_json_atomic(run_dir / "summary.json", summary)
+    try:  # a run that failed before it had an event file still gets its HParams row
+        tensorboard = run.tensorboard if run is not None else TensorBoardSink(run_dir)
+        tensorboard.write_results(summary)
+        tensorboard.close()
+    except OSError as exc:  # the summary is written; a full disk must not hide the run's own error
+        log.warning("could not write the HParams records: %s", exc)
+    if run is not None and run.device.type == "cuda":
+        torch.cuda.empty_cache()  # the next job of a sweep starts from an empty cache
     log.info("status %s after %d steps", status, summary["steps_completed"])
     if run is not None and run.console:
         run.console.finish(summary, str(run_dir))

@@ -51,7 +51,11 @@ def test_job_directories_and_tensorboard_runs_are_named_by_what_varies(grid):
     assert {p.name for p in grid.iterdir() if p.is_dir() and p.name != "report"} == names
     multiplexer = EventMultiplexer()
     multiplexer.AddRunsFromDirectory(str(grid))
-    assert set(multiplexer.Runs()) == names  # what `tensorboard --logdir <sweep>` lists
+    multiplexer.Reload()
+    # the runs with curves, as TensorBoard lists them; "." (the sweep directory) holds only the
+    # HParams dashboard's columns
+    assert set(multiplexer.PluginRunToTagToContent("scalars")) == names
+    assert multiplexer.Runs()["."]["tensors"] == ["_hparams_/experiment"]
 
 
 def test_sweep_table_lists_every_job_with_its_swept_values_and_metrics(grid):
@@ -171,8 +175,7 @@ def test_failed_and_diverged_jobs_are_rows_and_the_exit_status_counts_them(tmp_p
     assert {float(r["optimizer.lr"]) for r in rows if r["status"] == "diverged"} == {1e6}
     for row in rows:  # every job's files are there to read, whatever happened to the others
         assert read_summary(tmp_path / "sweep" / row["job"])["status"] == row["status"]
-        if row["status"] != "failed":
-            assert list((tmp_path / "sweep" / row["job"]).glob("events.out.tfevents.*"))
+        assert list((tmp_path / "sweep" / row["job"]).glob("events.out.tfevents.*"))  # its HParams row
 
 
 def test_jobs_in_one_process_leave_nothing_behind_for_the_next(tmp_path):
@@ -231,7 +234,8 @@ def test_a_search_scores_diverged_and_failed_runs_as_the_worst_result():
     cfg = make_config("optimizer.lr=0.5")
     assert objective({"status": "completed", "final_val_loss": 0.3}, cfg) == 0.3
     assert objective({"status": "diverged", "final_val_loss": None}, cfg) == float("inf")
-    assert objective({"status": "failed"}, make_config("objective.direction=maximize")) == float("-inf")
+    assert objective({"status": "failed"}, cfg, "maximize") == float("-inf")  # the sweeper's direction
+    assert objective({"status": "failed"}, cfg, ["maximize", "minimize"]) == float("-inf")
     stable = make_config("objective.metric=stable_lr", "optimizer.lr=0.5")
     assert objective({"status": "completed", "initial_val_loss": 2.0, "final_val_loss": 1.0}, stable) == 0.5
     assert objective({"status": "completed", "initial_val_loss": 1.0, "final_val_loss": 2.0}, stable) == 0.0
@@ -305,6 +309,18 @@ def test_a_launcher_that_is_not_installed_is_one_line_with_the_extra_to_install(
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "hydra/launcher=jobllib: no such choice" in result.stderr and "gradexp[joblib]" in result.stderr
+
+
+def test_jobs_as_threads_of_one_process_are_refused(tmp_path):
+    """Each job sets the process's seed and thread count for itself: threads would share them."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    result = run_cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.prefer=threads", "model.depth=2,3", cwd=tmp_path
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        "gradexp: error: hydra.launcher.prefer=threads: jobs would run as threads"
+    )
 
 
 def test_activations_figure_draws_every_registered_activation(tmp_path):

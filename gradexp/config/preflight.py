@@ -42,7 +42,11 @@ def check_command_line(argv: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except OverrideParseException as error:
         raise ConfigError("override", NO_VALUE, f"cannot parse it: {_first_line(error)}") from None
-    plugins = [o.input_line for o in overrides if o.key_or_group in PLUGIN_GROUPS]
+    plugins = [
+        o.input_line
+        for o in overrides
+        if o.key_or_group in PLUGIN_GROUPS or o.key_or_group.startswith(("hydra.launcher.", "hydra.sweeper."))
+    ]
     # hydra.searchpath adds config directories (a user's own presets): every compose needs it
     searchpath = [o.input_line for o in overrides if o.key_or_group == "hydra.searchpath"]
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
@@ -56,7 +60,8 @@ def check_command_line(argv: list[str]) -> None:
         )
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
         if plugins:
-            _check_plugins(args.config_name or "config", searchpath + plugins)
+            base = [values[0] for values in map(_values, overrides) if values]
+            _check_plugins(args.config_name or "config", searchpath + base + plugins)
         if args.multirun:
             overrides += _file_sweeps(args.config_name or "config", overrides, searchpath + plugins)
         for job in _jobs(overrides):
@@ -83,15 +88,18 @@ def _file_sweeps(config_name: str, overrides: list[Override], plugins: list[str]
 
 def _check_plugins(config_name: str, choices: list[str]) -> None:
     """A launcher or sweeper that is not installed, or misspelt: say which exist and how to get
-    the others."""
-    try:
-        compose(config_name, overrides=choices, return_hydra_config=True)
-    except MissingConfigException as error:
-        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
-        extras = ", ".join(f"{c} (pip install 'gradexp[{e}]')" for c, e in PLUGIN_EXTRAS.items())
+    the others. A launcher that would run jobs as threads of one process is refused: jobs would
+    share the seed, the thread count and the CUDA counters that each one sets for itself."""
+    hydra = _compose(config_name, choices, hydra=True).hydra
+    launcher = hydra.launcher
+    if launcher.get("prefer") == "threads" or launcher.get("backend") == "threading":
+        key = "prefer" if launcher.get("prefer") == "threads" else "backend"
         raise ConfigError(
-            group, choice, "no such choice", f"{', '.join(error.options or [])}; {extras}"
-        ) from None
+            f"hydra.launcher.{key}",
+            launcher.get(key),
+            "jobs would run as threads of one process and share its torch state",
+            "prefer=processes and a process backend (loky, the default)",
+        )
 
 
 def _jobs(overrides: list[Override]) -> list[list[str]]:
@@ -125,8 +133,12 @@ def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> Dic
         return compose(config_name, overrides=overrides, return_hydra_config=hydra)
     except MissingConfigException as error:
         group, _, choice = (error.missing_cfg_file or "").rpartition("/")
-        if group and error.options:
-            raise ConfigError(group, choice, "no such choice", ", ".join(error.options)) from None
+        if group and error.options is not None:
+            allowed = ", ".join(error.options)
+            if group.startswith("hydra/"):  # a launcher or sweeper plugin, maybe not installed
+                extras = ", ".join(f"{c}: pip install 'gradexp[{e}]'" for c, e in PLUGIN_EXTRAS.items())
+                allowed += f" (plugins: {extras})"
+            raise ConfigError(group, choice, "no such choice", allowed) from None
         raise ConfigError(config_name, NO_VALUE, _first_line(error)) from None
     except ConfigCompositionException as error:
         cause = error.__cause__

@@ -125,7 +125,6 @@ class DiagnosticsConfig:
 @dataclass
 class ObjectiveConfig:
     metric: str = "final_val_loss"  # what a job returns to a searching sweeper (sweeps/objective.py)
-    direction: str = "minimize"  # minimize | maximize: decides the worst score, given to failures
 
 
 @dataclass

@@ -18,7 +18,7 @@ from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARI
 from gradexp.models import RNN_CELLS
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
-from gradexp.sweeps.objective import DIRECTIONS, OBJECTIVES
+from gradexp.sweeps.objective import OBJECTIVES
 from gradexp.tasks import TASKS
 
 GROUPS = ("model", *GROUP_SCHEMAS)
@@ -141,7 +141,6 @@ def _check_choices(c: RunConfig) -> None:
             allowed = ", ".join(RECURRENT_INITIALIZERS) + ", or null (the init group)"
             raise ConfigError("model.recurrent_init", c.model.recurrent_init, "no such choice", allowed)
     _choice("objective.metric", c.objective.metric, OBJECTIVES)
-    _choice("objective.direction", c.objective.direction, DIRECTIONS)
     if c.init.name.startswith("kaiming"):
         _choice("init.mode", c.init.mode, KAIMING_MODES)
         _choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)

@@ -33,10 +33,10 @@ class EventFile:
     is readable at once, and a process killed mid-write leaves at most one truncated record at
     the end, which TensorBoard's reader skips."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, path: Path | None = None):
         folder.mkdir(parents=True, exist_ok=True)
         stamp = f"{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_numbers)}"
-        self.path = folder / f"events.out.tfevents.{stamp}"
+        self.path = path or folder / f"events.out.tfevents.{stamp}"
         self._file = open(self.path, "wb")
         self.add(Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()

@@ -1,22 +1,29 @@
-"""TensorBoard's HParams dashboard for a run: its swept values and its final metrics, written
-into the run's own event file.
+"""TensorBoard's HParams dashboard: each run's values and final metrics, and one experiment record
+that declares the dashboard's columns.
 
 `SummaryWriter.add_hparams` writes into a new sub-folder per call, which TensorBoard then lists as
-a second run beside the real one; here the three HParams records (the experiment, the session's
-start with its values, its end with its status) go into the run's file, and each metric is a
-scalar tag `hparams/<metric>` of that same run, so the dashboard's table links to the run's
-curves. Every run of a sweep writes the same experiment (the same columns), since TensorBoard
-reads the experiment of whichever run it finds first.
+a second run beside the real one. Here each run writes its session records (its values when it
+ends, and its status) into its own event file, and each metric is a scalar tag `hparams/<metric>`
+of that same run, so the dashboard's rows link to the run's curves.
+
+TensorBoard takes the experiment record (the columns and their types) from whichever run it finds
+first, so there must be only one per log directory: the sweep table writes it beside the table,
+from every job's columns (`events.out.tfevents.0000000000.hparams`, replaced each time), and a
+single run gets one in its own directory.
 """
 
 import math
+from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
+from gradexp.sinks.event_file import EventFile
+
 # The metrics the dashboard shows for every run (summary.json keys); string results such as the
-# status and the verdict are shown as hparam columns, since HParams metrics are numbers.
+# status and the verdict are hparam columns, since HParams metrics are numbers.
 METRICS = {
     "final_train_loss": "loss on the training set after the last step",
     "final_val_loss": "loss on the validation set after the last step",
@@ -24,7 +31,7 @@ METRICS = {
     "grad_ratio_first_last": "first layer's gradient norm / last layer's, at the last logged step",
     "steps_completed": "optimizer updates applied before the run ended",
 }
-RESULT_COLUMNS = ("status", "verdict")
+EXPERIMENT_FILE = "events.out.tfevents.0000000000.hparams"
 _STATUS = {
     "completed": api_pb2.STATUS_SUCCESS,
     "diverged": api_pb2.STATUS_FAILURE,
@@ -32,32 +39,28 @@ _STATUS = {
     "interrupted": api_pb2.STATUS_UNKNOWN,  # the proto has no "stopped" status
 }
 
+Value = bool | float | str
 
-def columns(cfg: DictConfig, overrides: list[str], summary: dict) -> dict[str, object]:
-    """A run's HParams columns: each override it was given (in a sweep, the swept values), typed
-    as in its config, then its status and verdict."""
-    values: dict[str, object] = {}
-    for override in overrides:
+
+def columns(summary: dict) -> dict[str, Value]:
+    """A run's HParams columns, from its summary: each override it was given (in a sweep, the
+    swept values) typed as in its config, then its status and verdict. A null value is left
+    out, so that a column keeps one type across runs (`clip.max_norm=null,1.0`)."""
+    config = OmegaConf.create(summary.get("config") or {})
+    values: dict[str, Value] = {}
+    for override in summary.get("overrides") or []:
         key, _, text = override.partition("=")
         key = key.lstrip("+~")
-        node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-        values[key] = node if isinstance(node, bool | int | float | str) else text  # a group: its choice
+        node = OmegaConf.select(config, key, default=text, throw_on_resolution_failure=False)
+        if node is not None:  # a config group's node: its choice, as typed
+            values[key] = _value(node if isinstance(node, bool | int | float | str) else text)
     values["status"] = summary["status"]
     values["verdict"] = summary.get("verdict") or "none"
     return values
 
 
-def hparams_summaries(hparams: dict[str, object], status: str) -> list[Summary]:
-    """The experiment, session-start and session-end records for one run; `hparams` maps each
-    column (a config key, or status and verdict) to a number, a string or a bool."""
-    values = {name: _value(v) for name, v in hparams.items()}
-    experiment = api_pb2.Experiment(
-        hparam_infos=[api_pb2.HParamInfo(name=name, type=_type(v)) for name, v in values.items()],
-        metric_infos=[
-            api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"hparams/{m}"), description=d)
-            for m, d in METRICS.items()
-        ],
-    )
+def session_records(values: dict[str, Value], status: str) -> list[Summary]:
+    """A run's session start (its values) and end (its status)."""
     start = plugin_data_pb2.SessionStartInfo()
     for name, value in values.items():
         if isinstance(value, bool):
@@ -68,7 +71,6 @@ def hparams_summaries(hparams: dict[str, object], status: str) -> list[Summary]:
             start.hparams[name].string_value = value
     end = plugin_data_pb2.SessionEndInfo(status=_STATUS.get(status, api_pb2.STATUS_UNKNOWN))
     return [
-        _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)),
         _summary(
             metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)
         ),
@@ -86,18 +88,38 @@ def metric_values(summary: dict) -> dict[str, float]:
     }
 
 
-def _value(value: object) -> bool | float | str:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    return "none" if value is None else str(value)
+def write_experiment(folder: Path, runs: list[dict[str, Value]]) -> Path:
+    """The experiment record for the runs under `folder`: one column per key any run has, typed
+    by its values (a column whose runs disagree is a string column), and the metrics."""
+    infos = []
+    for name in sorted({k for run in runs for k in run}):
+        values = [run[name] for run in runs if name in run]
+        types = {type(v) for v in values}
+        kind = types.pop() if len(types) == 1 else str
+        info = api_pb2.HParamInfo(name=name, type=_TYPES[kind])
+        if kind is str:
+            info.domain_discrete.extend(sorted(set(map(str, values))))
+        infos.append(info)
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos,
+        metric_infos=[
+            api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"hparams/{m}"), description=d)
+            for m, d in METRICS.items()
+        ],
+    )
+    record = _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    tmp = folder / f"{EXPERIMENT_FILE}.tmp"
+    events = EventFile(folder, path=tmp)
+    events.add(Event(summary=record))
+    events.close()
+    return tmp.replace(folder / EXPERIMENT_FILE)
 
 
-def _type(value: bool | float | str) -> int:
-    if isinstance(value, bool):
-        return api_pb2.DATA_TYPE_BOOL
-    return api_pb2.DATA_TYPE_FLOAT64 if isinstance(value, float) else api_pb2.DATA_TYPE_STRING
+_TYPES = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64, str: api_pb2.DATA_TYPE_STRING}
+
+
+def _value(value: bool | int | float | str) -> Value:
+    return value if isinstance(value, bool | str) else float(value)
 
 
 def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:

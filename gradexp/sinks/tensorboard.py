@@ -13,7 +13,7 @@ from torch.utils.tensorboard.summary import custom_scalars
 from gradexp.diagnostics.histograms import histogram_proto
 from gradexp.recorder import StepRecord
 from gradexp.sinks.event_file import EventFile
-from gradexp.sinks.hparams import hparams_summaries, metric_values
+from gradexp.sinks.hparams import columns, metric_values, session_records
 
 # One chart per signal, each overlaying every layer (TensorBoard's Custom Scalars dashboard).
 LAYOUT = {
@@ -62,10 +62,10 @@ class TensorBoardSink:
         self._add(step, Summary(value=values))
         self._writer.flush()
 
-    def write_results(self, summary: dict, columns: dict[str, object]) -> None:
-        """The run's row of TensorBoard's HParams dashboard: its columns and final metrics."""
+    def write_results(self, summary: dict) -> None:
+        """The run's row of TensorBoard's HParams dashboard: its values, status and final metrics."""
         step = summary["steps_completed"]
-        for record in hparams_summaries(columns, summary["status"]):
+        for record in session_records(columns(summary), summary["status"]):
             self._add(step, record)
         metrics = metric_values(summary)
         if metrics:

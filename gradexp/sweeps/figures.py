@@ -15,6 +15,7 @@ from gradexp.diagnostics.figures import log10_or_nan, plt, to_png
 from gradexp.sweeps.table import Job, Table
 
 MAX_PANELS = 36  # small multiples beyond this are unreadable; the first ones are drawn
+MAX_AXIS_VALUES = 24  # a heatmap axis with more values (a search's floats) is no grid: not drawn
 
 
 def draw_all(table: Table, folder: Path) -> list[Path]:
@@ -73,6 +74,8 @@ def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes 
     rows_key, cols_key, rest = table.swept[0], (table.swept[1:2] or [None])[0], table.swept[2:]
     rows = _values(table, rows_key)
     cols = _values(table, cols_key) if cols_key else [None]
+    if max(len(rows), len(cols)) > MAX_AXIS_VALUES:
+        return None
     panels = list(itertools.product(*(_values(table, k) for k in rest)))[:MAX_PANELS]
     columns = min(len(panels), 3)
     fig, axes = plt.subplots(
@@ -95,7 +98,9 @@ def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes 
             value = job.summary.get(metric)
             if job.status == "completed" and _finite(value):
                 grid[i, j] = value
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+                light = (value - vmin) / ((vmax - vmin) or 1) > 0.6  # viridis turns yellow
+                colour = "black" if light else "white"
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color=colour)
             else:
                 ax.text(j, i, job.status, ha="center", va="center", fontsize=7, color="black")
         ax.set_facecolor("#d0d0d0")  # the cells with no number
@@ -171,8 +176,13 @@ def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[fl
 
 
 def _values(table: Table, key: str) -> list[str]:
-    """The key's values in the order the jobs ran (a sweep lists them as the user typed them)."""
-    return list(dict.fromkeys(j.overrides[key] for j in table.jobs if key in j.overrides))
+    """The key's values: in numeric order when they are all numbers, else in the order the jobs
+    ran (a sweep lists them as the user typed them)."""
+    values = list(dict.fromkeys(j.overrides[key] for j in table.jobs if key in j.overrides))
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return values
 
 
 def _finite(value: object) -> bool:

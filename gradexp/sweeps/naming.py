@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 RESOLVER = "gradexp_job_dir"
 EXCLUDE_KEY = "hydra.job.config.override_dirname.exclude_keys"
-MAX_NAME = 120  # characters; longer names end in a hash so they stay unique and legal
+MAX_NAME = 120  # bytes; longer names end in a hash so they stay unique and legal
 
 
 def job_dir_name(num: object, varying: str) -> str:
@@ -24,9 +24,9 @@ def job_dir_name(num: object, varying: str) -> str:
     name = f"{int(num):03d}"
     if varying:
         name += "_" + varying.replace("/", "-")
-    if len(name) > MAX_NAME:
+    if len(name.encode()) > MAX_NAME:  # bytes: file systems limit names to 255 of them
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = f"{name[: MAX_NAME - 9]}~{digest}"
+        name = name.encode()[: MAX_NAME - 9].decode(errors="ignore") + f"~{digest}"
     return name
 
 

@@ -6,7 +6,6 @@ The CLI calls `finish_sweep` when a multirun ends, however it ends; `gradexp-rep
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gradexp.config.schema import ActivationConfig
 from gradexp.diagnostics.figures import activations_and_derivatives
 from gradexp.diagnostics.theory import derivative
 from gradexp.sinks.console import fmt, relative_to_cwd
+from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sweeps import figures
 from gradexp.sweeps.table import Table, build, counts_line, write
 
@@ -32,13 +32,6 @@ _SHOWN_METRICS = (
     ("grad_ratio_first_last", "|g| first/last"),
     ("verdict", "verdict"),
 )
-
-
-def read_summary(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def job_line(name: str, summary: dict, console: Console | None = None) -> None:
@@ -61,11 +54,17 @@ def finish_sweep(root: Path | None, draw: bool = True, console: Console | None =
     console = console or _console()
     table = build(root)
     write(table)
+    write_experiment(root, [columns(j.summary) for j in table.jobs if "status" in j.summary])
     console.print(render(table))
     for job in table.jobs:
         if job.error and job.status != "completed":
             console.print(f"[red]{job.status}[/] {escape(job.name)}: {escape(job.error)}", highlight=False)
-    drawn = figures.draw_all(table, root / FIGURES_DIR) if draw and table.jobs else []
+    drawn = []
+    if draw and table.jobs:
+        try:
+            drawn = figures.draw_all(table, root / FIGURES_DIR)
+        except Exception as error:  # noqa: BLE001 (the table is written; a figure must not undo that)
+            console.print(f"[red]figures not drawn:[/] {escape(str(error))}", highlight=False)
     shown = relative_to_cwd(str(root))
     console.print(f"table:       {shown}/sweep_table.csv (and .json)")
     if drawn:
@@ -142,6 +141,14 @@ def main(argv: list[str] | None = None) -> None:
         help="instead, draw every activation with its derivative into <directory>/activations.png",
     )
     args = parser.parse_args(argv)
+    try:
+        _report(args)
+    except OSError as error:  # a directory that cannot be written, a file where a folder should be
+        print(f"gradexp-report: error: {error.filename or args.directory}: {error.strerror}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _report(args: argparse.Namespace) -> None:
     if args.activations:
         path = draw_activations(args.directory)
         print(f"figure: {relative_to_cwd(str(path))}")

@@ -128,7 +128,7 @@ def counts_line(counts: dict[str, int]) -> str:
 
 
 def _job(root: Path, run: Path) -> Job:
-    summary = _read_summary(run)
+    summary = read_summary(run)
     status = summary.get("status", "unfinished") if summary else "unfinished"
     overrides = summary.get("overrides") if summary else None
     if overrides is None:
@@ -139,7 +139,7 @@ def _job(root: Path, run: Path) -> Job:
     return Job(run, name, status, _split(overrides), summary)
 
 
-def _read_summary(run: Path) -> dict:
+def read_summary(run: Path) -> dict:
     try:
         return json.loads((run / "summary.json").read_text())
     except (OSError, ValueError):
@@ -147,12 +147,11 @@ def _read_summary(run: Path) -> dict:
 
 
 def _read_overrides(run: Path) -> list[str]:
-    """Hydra's record of the job's overrides, one `- key=value` line each."""
+    """Hydra's record of the job's overrides (a YAML list of `key=value`)."""
     try:
-        lines = (run / ".hydra" / "overrides.yaml").read_text().splitlines()
-    except OSError:
+        return [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+    except Exception:  # noqa: BLE001 (no record, or a broken one: a row without values)
         return []
-    return [line[2:].strip().strip("'\"") for line in lines if line.startswith("- ")]
 
 
 def _split(overrides: list[str]) -> dict[str, str]:
