@@ -54,7 +54,7 @@ def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("layer (input to output)")
     ax.set_ylabel("norm")
-    ax.set_title("gradient against depth")
+    ax.set_title("per-layer norms against depth")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     return to_png(fig)

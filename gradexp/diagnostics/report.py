@@ -139,6 +139,9 @@ def draw(recorder: GradientRecorder) -> dict[str, bytes]:
         signal = _by_layer(recorder.first_values, "grad_signal", layers)
         if signal:
             series[f"back-propagated signal ||dL/dz||, step {first_step}"] = signal
+        act_std = _by_layer(recorder.first_values, "act_std", layers)
+        if act_std:
+            series[f"activation std (forward), step {first_step}"] = act_std
         drawn["norm_vs_depth"] = figures.norm_against_depth(layers, series)
     if recorder.vector_history:
         drawn["grad_through_time"] = figures.through_time(recorder.vector_history)

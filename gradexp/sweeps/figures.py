@@ -22,6 +22,7 @@ def draw_all(table: Table, folder: Path) -> list[Path]:
     """Every figure the table's jobs allow, written to `folder`; the paths written."""
     figures = {
         "norm_vs_depth": norm_vs_depth(table),
+        "grad_through_time": through_time(table),
         "final_loss": final_loss_heatmap(table),
         "gradient_flow": gradient_flows(table),
     }
@@ -41,26 +42,51 @@ def label(job: Job, table: Table) -> str:
 
 
 def norm_vs_depth(table: Table) -> bytes | None:
-    """One line per configuration: the weight-gradient norm of each layer at step 0."""
-    jobs = [j for j in table.jobs if j.summary.get("grad_norm_first")]
+    """One line per MLP configuration, against depth at step 0: the weight-gradient norm, and
+    beside it the back-propagated signal ||dL/dz|| where it was measured (the weight gradient
+    can stay flat while the signal collapses). An RNN's matrices are no depth axis: its jobs
+    are in the through-time figure instead."""
+    jobs = [j for j in table.jobs if j.summary.get("grad_norm_first") and not _is_rnn(j)]
+    if not jobs:
+        return None
+    panels = [("grad_norm_first", "weight gradient ||dL/dW||")]
+    if any(j.summary.get("grad_signal_first") for j in jobs):
+        panels.append(("grad_signal_first", "back-propagated signal ||dL/dz||"))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(7 * len(panels) + 2, 5), squeeze=False, layout="constrained"
+    )
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
+    for ax, (key, title) in zip(axes[0], panels):
+        for job, colour in zip(jobs, colours):
+            values = [math.nan if v is None else v for v in (job.summary.get(key) or {}).values()]
+            x = np.arange(1, len(values) + 1)
+            ax.plot(x, values, marker="o", markersize=2, color=colour, label=label(job, table))
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (input to output)")
+        ax.set_title(f"{title} at step 0")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
+    return to_png(fig)
+
+
+def through_time(table: Table) -> bytes | None:
+    """One line per RNN configuration: ||dL/dh_t|| over the time steps t of its first recurrent
+    layer, at step 0 (flat: the gradient reaches the first inputs; falling towards t = 1: it
+    vanishes through time)."""
+    jobs = [j for j in table.jobs if j.summary.get("grad_through_time_first")]
     if not jobs:
         return None
     fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
     for job, colour in zip(jobs, colours):
-        norms = list(job.summary["grad_norm_first"].values())
-        ax.plot(
-            np.arange(1, len(norms) + 1),
-            norms,
-            marker="o",
-            markersize=2,
-            color=colour,
-            label=label(job, table),
-        )
+        curve = next(iter(job.summary["grad_through_time_first"].values()))
+        values = [math.nan if v is None else v for v in curve]
+        ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=label(job, table))
     ax.set_yscale("log")
-    ax.set_xlabel("layer (input to output)")
-    ax.set_ylabel("||dL/dW|| at step 0")
-    ax.set_title("gradient norm against depth at step 0, per configuration")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("||dL/dh_t|| at step 0")
+    ax.set_title("gradient through time, first recurrent layer, per configuration")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
     return to_png(fig)
@@ -125,7 +151,8 @@ def gradient_flows(table: Table) -> bytes | None:
         return None
     grids = [log10_or_nan(matrix).T for _, (_, _, matrix) in flows]
     finite = np.concatenate([g[np.isfinite(g)] for g in grids])
-    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    # the 1st to 99th percentile: a diverging job's last steps must not wash the others out
+    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     columns = min(len(flows), 4)
     fig, axes = plt.subplots(
         math.ceil(len(flows) / columns),
@@ -173,6 +200,10 @@ def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[fl
     layers = sorted({layer for norms in by_step.values() for layer in norms})
     steps = sorted(by_step)
     return layers, steps, [[by_step[s].get(layer, math.nan) for layer in layers] for s in steps]
+
+
+def _is_rnn(job: Job) -> bool:
+    return (job.summary.get("config") or {}).get("model", {}).get("name") == "rnn"
 
 
 def _values(table: Table, key: str) -> list[str]:
