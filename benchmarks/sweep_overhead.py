@@ -1,16 +1,17 @@
 """What does a sweep cost beyond its training, and what does joblib buy on this machine?
 
-    python benchmarks/sweep_overhead.py [--jobs 8] [--steps 300] [--repeats 3]
+    python benchmarks/sweep_overhead.py [--jobs 8] [--steps 300] [--width 64] [--repeats 3]
 
-Runs one grid of small jobs three ways, alternately, `--repeats` times:
-- a plain loop: the same models trained one after another in this process, by hand (the bare
-  loop of overhead.py), with no recording, no Hydra and no process start;
-- `gradexp -m ...` with Hydra's basic launcher (one process, jobs one after another);
-- `gradexp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 ...` (two worker processes, each job
-  with cores / 2 torch threads).
-Prints the median times, the per-job overhead of the sweep over the plain loop (everything:
-the process start, Hydra composing each job, recording, the job's files, the sweep table and the
-figures), and joblib's speed-up over the basic launcher.
+Trains the same small MLPs (depths 2, 3, ... by seeds 0 and 1) four ways, alternately,
+`--repeats` times:
+- by hand in a plain loop in this process (overhead.py's bare loop: no recording, no Hydra, no
+  process start), for a grid of `--jobs` and one of half as many;
+- `gradexp -m ...` with Hydra's basic launcher (one process, jobs one after another), for both;
+- `gradexp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 ...` for the larger grid.
+The two grid sizes separate what a sweep pays once (the process start and imports, checking the
+command line, the sweep table and its figures) from what it pays per job (Hydra composing the
+job, the run's set-up, recording, files and figures). Joblib's speed-up is over the basic
+launcher on the larger grid.
 """
 
 import argparse
@@ -28,28 +29,41 @@ from gradexp.config import CONFIG_DIR
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=8, help="grid size (depths 2, 3, ... by seeds 0, 1)")
+    parser.add_argument("--jobs", type=int, default=8, help="the larger grid's size (even)")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    fixed = [
+        f"trainer.steps={args.steps}",
+        f"model.width={args.width}",
+        "task.n_train=2048",
+        "task.n_val=512",
+    ]
+    sizes = (args.jobs // 2, args.jobs)
 
-    depths = [str(2 + i) for i in range(args.jobs // 2)]
-    fixed = [f"trainer.steps={args.steps}", "model.width=64", "task.n_train=2048", "task.n_val=512"]
-    grid = [f"model.depth={','.join(depths)}", "trainer.seed=0,1"]
+    def depths(jobs: int) -> list[str]:
+        return [str(2 + i) for i in range(jobs // 2)]
+
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        configs = [
-            compose(
-                "config", overrides=[*fixed, f"model.depth={d}", f"trainer.seed={s}", "trainer.device=cpu"]
-            )
-            for d in depths
-            for s in (0, 1)
-        ]
+        configs = {
+            jobs: [
+                compose(
+                    "config",
+                    overrides=[*fixed, f"model.depth={d}", f"trainer.seed={s}", "trainer.device=cpu"],
+                )
+                for d in depths(jobs)
+                for s in (0, 1)
+            ]
+            for jobs in sizes
+        }
 
-    def plain() -> None:
-        for cfg in configs:
+    def plain(jobs: int) -> None:
+        for cfg in configs[jobs]:
             bare_loop(cfg)
 
-    def sweep(*launcher: str) -> None:
+    def sweep(jobs: int, *launcher: str) -> None:
+        grid = [f"model.depth={','.join(depths(jobs))}", "trainer.seed=0,1"]
         with tempfile.TemporaryDirectory() as root:
             command = [
                 sys.executable,
@@ -63,11 +77,14 @@ def main() -> None:
             ]
             subprocess.run(command, check=True, capture_output=True, cwd=root)
 
+    small, large = sizes
     variants = {
-        "plain loop, in this process": plain,
-        "gradexp -m (basic launcher)": sweep,
-        "gradexp -m hydra/launcher=joblib n_jobs=2": lambda: sweep(
-            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+        f"plain loop, {small} models": lambda: plain(small),
+        f"plain loop, {large} models": lambda: plain(large),
+        f"gradexp -m, {small} jobs (basic launcher)": lambda: sweep(small),
+        f"gradexp -m, {large} jobs (basic launcher)": lambda: sweep(large),
+        f"gradexp -m, {large} jobs, joblib n_jobs=2": lambda: sweep(
+            large, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
         ),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -78,19 +95,22 @@ def main() -> None:
             variants[name]()
             times[name].append(time.perf_counter() - start)
 
-    median = {name: statistics.median(t) for name, t in times.items()}
-    plain_s, basic_s, joblib_s = (median[n] for n in names)
+    plain_small, plain_large, sweep_small, sweep_large, joblib_large = (
+        statistics.median(times[n]) for n in names
+    )
+    per_job = ((sweep_large - plain_large) - (sweep_small - plain_small)) / (large - small)
+    once = (sweep_small - plain_small) - small * per_job
     print(
-        f"{args.jobs} jobs (MLP width 64, depths {depths[0]}..{depths[-1]} x 2 seeds, {args.steps} steps, "
-        f"adam), median of {args.repeats} alternated runs"
+        f"MLPs of width {args.width}, depths 2.., 2 seeds, {args.steps} steps, adam; "
+        f"median of {args.repeats} alternated runs"
     )
     for name in names:
-        print(f"  {name:<45} {median[name]:7.2f} s   ({', '.join(f'{t:.2f}' for t in times[name])})")
-    print(
-        f"  sweep overhead per job over the plain loop:   {(basic_s - plain_s) / args.jobs:6.2f} s "
-        f"({basic_s / plain_s:.2f}x the plain loop)"
-    )
-    print(f"  joblib speed-up over the basic launcher:       {basic_s / joblib_s:6.2f}x")
+        each = ", ".join(f"{t:.2f}" for t in times[name])
+        print(f"  {name:<45} {statistics.median(times[name]):7.2f} s   ({each})")
+    print(f"  training time per job (plain loop):            {plain_large / large:6.2f} s")
+    print(f"  sweep overhead per job over the plain loop:    {per_job:6.2f} s")
+    print(f"  sweep overhead paid once:                      {once:6.2f} s")
+    print(f"  joblib speed-up over the basic launcher:       {sweep_large / joblib_large:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def test_overhead_benchmark_prints_a_ratio_per_variant():
 
 def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
     result = subprocess.run(
-        [sys.executable, "benchmarks/sweep_overhead.py", "--jobs", "2", "--steps", "5", "--repeats", "1"],
+        [sys.executable, "benchmarks/sweep_overhead.py", "--jobs", "4", "--steps", "5", "--repeats", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
