@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradexp.sinks.summary import write_json_atomic
+from gradexp.sinks.summary import write_json_atomic, write_text_atomic
 
 TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
 STATUSES = ("completed", "diverged", "failed", "interrupted", "unfinished")
@@ -103,9 +103,7 @@ def write(table: Table) -> tuple[Path, Path]:
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    tmp.write_text(text.getvalue())
-    tmp.replace(csv_path)
+    write_text_atomic(csv_path, text.getvalue())
     return json_path, csv_path
 
 
