@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,25 @@ def run_cli(*args: str, cwd: Path, module: bool = True) -> subprocess.CompletedP
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def interrupt_once_training(args: list[str], cwd: Path, started: str) -> subprocess.CompletedProcess:
+    """Run gradexp, wait until a file matching the glob `started` appears under `cwd` (training
+    has begun), let it train a little, then press Ctrl-C (SIGINT) as a user would."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gradexp", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(cwd.glob(started)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:

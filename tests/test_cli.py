@@ -1,15 +1,11 @@
 """The `gradexp` command as a user runs it: in a subprocess, reading back the files it writes."""
 
 import math
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from tests.conftest import TINY, TINY_RNN, read_scalars, read_summary, run_cli
+from tests.conftest import TINY, TINY_RNN, interrupt_once_training, read_scalars, read_summary, run_cli
 
 
 def test_default_experiment_writes_events_summary_and_says_where(tmp_path):
@@ -145,21 +141,10 @@ def test_asking_for_cuda_without_it_is_a_config_error(tmp_path):
 
 
 def test_ctrl_c_leaves_a_readable_run_and_no_traceback(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gradexp", "trainer.steps=1000000", "hydra.run.dir=run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "run").glob("events.out.tfevents.*")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # wait until training has started
-    time.sleep(1.5)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert "Traceback" not in stderr and "interrupted" in stderr
+    args = ["trainer.steps=1000000", "hydra.run.dir=run"]
+    result = interrupt_once_training(args, tmp_path, started="run/events.out.tfevents.*")
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr and "interrupted" in result.stderr
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "interrupted" and summary["steps_completed"] >= 1
     assert 0 in read_scalars(tmp_path / "run")["loss/train"]

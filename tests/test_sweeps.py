@@ -3,10 +3,8 @@ they leave, TensorBoard's run list and HParams dashboard read by TensorBoard its
 
 import csv
 import json
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from gradexp.sweeps.naming import MAX_NAME, job_dir_name, naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import cores, threads_per_job
-from tests.conftest import TINY, make_config, read_summary, run_cli
+from tests.conftest import TINY, interrupt_once_training, make_config, read_summary, run_cli
 
 SWEEP_DIR = ["hydra.sweep.dir=sweep"]
 
@@ -342,21 +340,10 @@ def test_ray_local_launcher_runs_the_jobs_on_a_local_ray_instance(tmp_path, monk
 
 
 def test_ctrl_c_in_a_sweep_still_ends_with_the_table_of_what_ran(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gradexp", "-m", "model.depth=2,3", "trainer.steps=1000000", *SWEEP_DIR],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "sweep").glob("*/events.out.tfevents.*")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # wait until the first job trains
-    time.sleep(1.5)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "Traceback" not in stderr
-    assert "1 job: 1 interrupted" in stdout
+    args = ["-m", "model.depth=2,3", "trainer.steps=1000000", *SWEEP_DIR]
+    result = interrupt_once_training(args, tmp_path, started="sweep/*/events.out.tfevents.*")
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert "1 job: 1 interrupted" in result.stdout
     [row] = table_rows(tmp_path / "sweep")
     assert row["job"] == "000_model.depth=2" and row["status"] == "interrupted"
     assert json.loads((tmp_path / "sweep" / "sweep_table.json").read_text())["swept"] == ["model.depth"]
