@@ -7,6 +7,7 @@ shown at the end even when jobs failed or the sweep was interrupted (when Hydra 
 end-of-multirun callback), and the exit status says whether every job ran.
 """
 
+import signal
 import sys
 from pathlib import Path
 
@@ -29,7 +30,6 @@ from gradexp.sweeps.table import read_summary
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
-EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
 
 def main() -> None:
@@ -44,8 +44,10 @@ def main() -> None:
     try:
         _hydra_main()
     except BaseException as stopped:  # a failed or interrupted sweep still ends with its table
-        interrupted = (
-            isinstance(stopped, KeyboardInterrupt) or getattr(stopped, "code", None) == EXIT_INTERRUPTED
+        code = getattr(stopped, "code", None)
+        interrupted = isinstance(stopped, KeyboardInterrupt) or code in (
+            128 + signal.SIGINT,
+            128 + signal.SIGTERM,
         )
         try:
             report.finish_sweep(SweepCallback.sweep_dir, draw=not interrupted)
@@ -68,24 +70,29 @@ def _hydra_main(cfg: DictConfig) -> float:
             write_experiment(run_dir, [columns(summary)])  # the run's own HParams columns
         except ConfigError as error:
             _fail(error)
-        except KeyboardInterrupt:
-            _interrupted(run_dir)
+        except KeyboardInterrupt as stopped:
+            _interrupted(run_dir, stopped)
         return 0.0
     try:
         threads = threads_per_job(hydra_cfg)
         summary = train(cfg, run_dir, show_progress=False, overrides=overrides, threads=threads)
-    except KeyboardInterrupt:
-        _interrupted(run_dir)
+    except KeyboardInterrupt as stopped:
+        _interrupted(run_dir, stopped)
     except Exception as error:  # noqa: BLE001 (a job's failure is a row of the table, not the sweep's end)
         summary = read_summary(run_dir) or {"status": "failed", "error": str(error)}
     report.job_line(run_dir.name, summary)
     return objective(summary, cfg, hydra_cfg.sweeper.get("direction"))
 
 
-def _interrupted(run_dir: Path) -> None:
-    # train() has already flushed the events and written summary.json (status: interrupted)
-    print(f"gradexp: interrupted; what was recorded is in {run_dir}", file=sys.stderr)
-    sys.exit(EXIT_INTERRUPTED)
+def _interrupted(run_dir: Path, stopped: KeyboardInterrupt) -> None:
+    """train() has already flushed the events and written summary.json (status: interrupted).
+    The exit status is the shell's 128 + signal number: 130 for Ctrl-C, 143 for SIGTERM."""
+    signum = getattr(stopped, "signum", signal.SIGINT)
+    print(
+        f"gradexp: interrupted ({signal.Signals(signum).name}); what was recorded is in {run_dir}",
+        file=sys.stderr,
+    )
+    sys.exit(128 + signum)
 
 
 def _fail(error: ConfigError) -> None:

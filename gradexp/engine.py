@@ -6,6 +6,7 @@ call it directly; the CLI is a thin wrapper around it.
 """
 
 import logging
+import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ from gradexp.diagnostics import report
 from gradexp.diagnostics.monitor import Diagnostics
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
+from gradexp.provenance import provenance
 from gradexp.recorder import GradientRecorder
 from gradexp.sinks.console import ConsoleSink
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sinks.tensorboard import TensorBoardSink
+from gradexp.stopping import StopRequest, stop_requests
 from gradexp.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -91,28 +94,32 @@ def train(
     """Train the experiment `cfg` describes, writing its records into `run_dir`; return the
     summary (also written to run_dir/summary.json). A divergence is a result, not an error;
     an invalid config, an exception or Ctrl-C still leaves the summary and the events recorded
-    so far. `overrides` (as typed on the command line) become the run's HParams columns;
-    `threads` is the torch thread count when trainer.threads does not set one."""
+    so far. The first Ctrl-C or SIGTERM stops the run at the end of its current step, a second
+    one at once; either way it raises `RunStopped` once the summary is written. `overrides` (as
+    typed on the command line) become the run's HParams columns; `threads` is the torch thread
+    count when trainer.threads does not set one."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
     started = time.perf_counter()
     run, status, error = None, "completed", None
-    try:
-        config = validate(cfg)
-        run = _setup(config, run_dir, show_progress, started, threads)
-        _train_loop(run)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except ConfigError as exc:
-        status, error = "failed", f"invalid config: {exc}"
-        raise
-    except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        summary = _finish(run, cfg, run_dir, started, status, error, overrides or [])
+    with stop_requests() as stop:
+        try:
+            config = validate(cfg)
+            run = _setup(config, run_dir, show_progress, started, threads)
+            _train_loop(run, stop)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (RunStopped)
+            status = "interrupted"
+            raise
+        except ConfigError as exc:
+            status, error = "failed", f"invalid config: {exc}"
+            raise
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            stop.defer()
+            summary = _finish(run, cfg, run_dir, started, status, error, overrides or [])
     return summary
 
 
@@ -123,6 +130,7 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
     t = config.trainer
     device = resolve_device(t.device)
     torch.set_num_threads(t.threads or threads or DEFAULT_THREADS)
+    _set_determinism(t.deterministic, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
@@ -159,7 +167,18 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
     return run
 
 
-def _train_loop(run: Run) -> None:
+def _set_determinism(on: bool, device: torch.device) -> None:
+    """PyTorch's deterministic algorithms, on or off for every run (so an earlier job's setting
+    never carries over). On CUDA, cuBLAS also needs a fixed workspace, set before its first use."""
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+
+
+def _train_loop(run: Run, stop: StopRequest) -> None:
+    """The steps; a stop request (Ctrl-C, SIGTERM) ends the loop between two steps."""
     t = run.config.trainer
     clipping = run.recorder.clipping
     for step in range(t.steps):
@@ -182,6 +201,7 @@ def _train_loop(run: Run) -> None:
             _write(run, run.recorder.flush())
             if run.recorder.divergence is not None:
                 return
+        stop.check()
 
 
 def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -323,6 +343,9 @@ def _summary(
         "cuda_peak_memory_mb": _cuda_peak_mb(run.device) if run else None,
         "num_params": sum(p.numel() for p in run.model.parameters()) if run else None,
         "gradexp_version": gradexp.__version__,
+        "provenance": provenance(
+            overrides, run.device if run else None, bool(run and run.config.trainer.deterministic)
+        ),
         **(report.summarize(run.config, recorder, run.prediction) if run else {}),
         "config": _as_container(cfg),
     }

@@ -54,9 +54,12 @@ def run_cli(*args: str, cwd: Path, module: bool = True) -> subprocess.CompletedP
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def interrupt_once_training(args: list[str], cwd: Path, started: str) -> subprocess.CompletedProcess:
+def interrupt_once_training(
+    args: list[str], cwd: Path, started: str, signals: tuple[int, ...] = (signal.SIGINT,)
+) -> subprocess.CompletedProcess:
     """Run gradexp, wait until a file matching the glob `started` appears under `cwd` (training
-    has begun), let it train a little, then press Ctrl-C (SIGINT) as a user would."""
+    has begun), let it train a little, then send `signals` (Ctrl-C by default) one after the
+    other, as a user or a cluster would."""
     process = subprocess.Popen(
         [sys.executable, "-m", "gradexp", *args],
         cwd=cwd,
@@ -68,7 +71,9 @@ def interrupt_once_training(args: list[str], cwd: Path, started: str) -> subproc
     while not list(cwd.glob(started)) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.5)
-    process.send_signal(signal.SIGINT)
+    for signum in signals:
+        process.send_signal(signum)
+        time.sleep(0.02)
     stdout, stderr = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

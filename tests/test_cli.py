@@ -1,6 +1,7 @@
 """The `gradexp` command as a user runs it: in a subprocess, reading back the files it writes."""
 
 import math
+import signal
 
 import pytest
 import torch
@@ -148,3 +149,24 @@ def test_ctrl_c_leaves_a_readable_run_and_no_traceback(tmp_path):
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "interrupted" and summary["steps_completed"] >= 1
     assert 0 in read_scalars(tmp_path / "run")["loss/train"]
+
+
+def test_sigterm_stops_at_the_end_of_a_step_with_every_step_recorded(tmp_path):
+    """A cluster's pre-emption: the step in flight finishes and is recorded, then the run ends."""
+    args = [*TINY, "trainer.steps=1000000", "trainer.log_every=1", "hydra.run.dir=run"]
+    result = interrupt_once_training(
+        args, tmp_path, started="run/events.out.tfevents.*", signals=(signal.SIGTERM,)
+    )
+    assert result.returncode == 143  # 128 + SIGTERM
+    assert "Traceback" not in result.stderr and "interrupted (SIGTERM)" in result.stderr
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "interrupted" and summary["steps_completed"] >= 1
+    assert max(read_scalars(tmp_path / "run")["loss/train"]) == summary["steps_completed"] - 1
+
+
+def test_a_second_ctrl_c_stops_at_once_and_still_leaves_the_summary(tmp_path):
+    args = ["trainer.steps=1000000", "hydra.run.dir=run"]
+    signals = (signal.SIGINT, signal.SIGINT)
+    result = interrupt_once_training(args, tmp_path, started="run/events.out.tfevents.*", signals=signals)
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert read_summary(tmp_path / "run")["status"] == "interrupted"

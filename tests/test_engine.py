@@ -328,3 +328,11 @@ def test_event_file_records_carry_tensorboards_checksum(tmp_path):
     events = [Event.FromString(raw) for raw in RawEventFileLoader(str(first.path)).Load()]
     assert events[0].file_version == "brain.Event:2"
     assert [(e.step, e.summary.value[0].simple_value) for e in events[1:]] == [(0, 0.0), (1, 1.0), (2, 2.0)]
+
+
+def test_deterministic_algorithms_are_set_by_every_run_and_never_carried_over(run_dir, tmp_path):
+    train(make_config("trainer.deterministic=true"), run_dir, show_progress=False)
+    assert torch.are_deterministic_algorithms_enabled()
+    summary = train(make_config(), tmp_path / "next", show_progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert summary["provenance"]["deterministic"] is False

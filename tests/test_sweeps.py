@@ -3,12 +3,14 @@ they leave, TensorBoard's run list and HParams dashboard read by TensorBoard its
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
@@ -347,3 +349,21 @@ def test_ctrl_c_in_a_sweep_still_ends_with_the_table_of_what_ran(tmp_path):
     [row] = table_rows(tmp_path / "sweep")
     assert row["job"] == "000_model.depth=2" and row["status"] == "interrupted"
     assert json.loads((tmp_path / "sweep" / "sweep_table.json").read_text())["swept"] == ["model.depth"]
+
+
+def test_a_jobs_recorded_rerun_command_reproduces_it_alone(tmp_path):
+    """summary.json's provenance holds the one-run command that gives the job's numbers again."""
+    result = sweep(tmp_path, "model.depth=2,3", "trainer.deterministic=true")
+    assert result.returncode == 0, result.stderr
+    job = read_summary(tmp_path / "sweep" / "001_model.depth=3")
+    record = job["provenance"]
+    assert record["deterministic"] is True and record["versions"]["torch"] == torch.__version__
+    assert " -m " in record["command"] and "model.depth=2,3" in record["command"]
+    rerun = shlex.split(record["rerun"])
+    assert rerun[0] == "gradexp" and "model.depth=3" in rerun
+    alone = run_cli(*rerun[1:], "hydra.run.dir=alone", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    again = read_summary(tmp_path / "alone")
+    assert (
+        again["final_val_loss"] == job["final_val_loss"] and again["grad_norm_last"] == job["grad_norm_last"]
+    )

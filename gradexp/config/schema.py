@@ -112,6 +112,7 @@ class TrainerConfig:
     eval_every: int = 100
     clip: ClipConfig = field(default_factory=ClipConfig)
     threads: int | None = None  # torch CPU threads; null: torch's default, shared out under joblib
+    deterministic: bool = False  # PyTorch's deterministic algorithms (an error for an op without one)
 
 
 @dataclass

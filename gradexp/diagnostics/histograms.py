@@ -7,6 +7,9 @@ its cost is bounded whatever the model's size (the exact norms are in the scalar
 indices come from a private generator, so drawing them never moves the training's random state.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from tensorboard.compat.proto.summary_pb2 import HistogramProto
 from torch import Tensor
@@ -50,6 +53,19 @@ class Histograms:
         sums = x.new_zeros(n).scatter_add_(0, segment, x)
         squares = x.new_zeros(n).scatter_add_(0, segment, x * x)
         return torch.cat([torch.stack([low, high, count, sums, squares], dim=1), counts.view(n, BINS)], dim=1)
+
+
+@contextmanager
+def display_only() -> Iterator[None]:
+    """Histograms are drawn, never trained on: under trainer.deterministic they may use CUDA's
+    scatter kernels, which have no deterministic version (their sums can differ in the last bit
+    from run to run; the counts cannot)."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
 
 
 def histogram_proto(stats: list[float]) -> HistogramProto:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from gradexp.config.schema import DiagnosticsConfig
-from gradexp.diagnostics.histograms import Histograms
+from gradexp.diagnostics.histograms import Histograms, display_only
 from gradexp.diagnostics.signals import MLPSignals
 from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.models import MLP, RNN
@@ -124,4 +124,6 @@ class Diagnostics:
         tensors = self.weights + grads
         tags += [f"activations/{n}" for n in activations]
         tensors += list(activations.values())
-        self.recorder.record_histograms(step, tags, self.histograms.stats(tensors))
+        with display_only():
+            stats = self.histograms.stats(tensors)
+        self.recorder.record_histograms(step, tags, stats)

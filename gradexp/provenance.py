@@ -1,0 +1,60 @@
+"""What a run needs to be re-run exactly, beside its resolved config: the command, the one-run
+command that reproduces it, the versions of what computed it, and gradexp's git commit when it
+runs from a checkout."""
+
+import functools
+import platform
+import shlex
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("gradexp", "torch", "hydra-core", "omegaconf", "numpy", "tensorboard")
+
+
+def provenance(overrides: list[str], device: torch.device | None, deterministic: bool) -> dict:
+    on_cuda = device is not None and device.type == "cuda"
+    return {
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "rerun": shlex.join(["gradexp", *overrides]),  # this run alone, whatever sweep it was in
+        "versions": {"python": platform.python_version(), **_versions()},
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(device) if on_cuda else None,
+        "deterministic": deterministic,
+    }
+
+
+@functools.cache
+def _versions() -> dict[str, str | None]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    """The commit of the checkout gradexp runs from, with "-dirty" when tracked files changed;
+    None for an installed wheel or without git."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = _git(source, "rev-parse", "HEAD")
+        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "") if commit else None
+
+
+def _git(where: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise subprocess.SubprocessError(done.stderr)
+    return done.stdout.strip()
