@@ -151,10 +151,14 @@ def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> Dic
 
 
 def _siblings(config_name: str, overrides: list[str], key: str) -> str:
-    """The keys that do exist beside an unknown one, from the config without the bad override."""
+    """The keys that do exist beside an unknown one, from the config with the same group choices
+    but none of the key overrides (another of which may be unknown too); none if even that fails."""
     parent = key.rpartition(".")[0]
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
-    node = compose(config_name, overrides=kept)
+    choices = [o for o in overrides if "." not in o.partition("=")[0] or o.startswith("hydra.")]
+    try:
+        node = compose(config_name, overrides=choices)
+    except Exception:  # noqa: BLE001 (a hint, not the error: the error is reported either way)
+        return ""
     node = node.get(parent) if parent else node
     return ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
 

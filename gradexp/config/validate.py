@@ -22,6 +22,7 @@ from gradexp.sweeps.objective import OBJECTIVES
 from gradexp.tasks import TASKS
 
 GROUPS = ("model", *GROUP_SCHEMAS)
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 MAX_SEED = 2**32 - 1  # what every seeding API (torch, numpy) accepts
 
 
@@ -245,11 +246,16 @@ def _check_optimizer_ranges(c: RunConfig) -> None:
 
 
 def _check_finite(c: RunConfig) -> None:
-    """No config number may be NaN or infinite: none of them means anything then."""
+    """No config number may be NaN or infinite, nor beyond float32's range: the weights and the
+    optimizer's state are float32, and 1e300 would become infinity in the first step."""
     for group in GROUPS:
         for key, value in _numbers(getattr(c, group), group):
             if not math.isfinite(value):
                 raise ConfigError(key, value, "not a finite number", "a finite number")
+            if abs(value) > FLOAT32_MAX:
+                raise ConfigError(
+                    key, value, "out of range", f"a number of magnitude at most {FLOAT32_MAX:.4g}"
+                )
 
 
 def _numbers(node, prefix: str):
