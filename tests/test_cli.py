@@ -170,3 +170,12 @@ def test_a_second_ctrl_c_stops_at_once_and_still_leaves_the_summary(tmp_path):
     result = interrupt_once_training(args, tmp_path, started="run/events.out.tfevents.*", signals=signals)
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert read_summary(tmp_path / "run")["status"] == "interrupted"
+
+
+def test_an_output_directory_that_cannot_be_created_is_one_line_before_anything_runs(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a directory")
+    for args in (["hydra.run.dir=taken/run"], ["-m", "hydra.sweep.dir=taken/sweep", "model.depth=2,3"]):
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "dir=taken/" in result.stderr and "taken is a file" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing created, nothing overwritten

@@ -6,6 +6,9 @@ is composed and validated first: the base job (the first value of every sweep), 
 value of each sweep in turn.
 """
 
+import tempfile
+from pathlib import Path
+
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser  # Hydra's own CLI parser, so flags match exactly
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -49,6 +52,7 @@ def check_command_line(argv: list[str]) -> None:
     ]
     # hydra.searchpath adds config directories (a user's own presets): every compose needs it
     searchpath = [o.input_line for o in overrides if o.key_or_group == "hydra.searchpath"]
+    outputs = [o.input_line for o in overrides if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir")]
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if sweep is not None and not args.multirun:
@@ -68,6 +72,30 @@ def check_command_line(argv: list[str]) -> None:
             cfg = _compose(args.config_name or "config", searchpath + job)
             validate(cfg)
             _check_activation_applies(cfg, job)
+        base = [values[0] for values in map(_values, overrides) if values]
+        hydra = _compose(
+            args.config_name or "config", searchpath + base + plugins + outputs, hydra=True
+        ).hydra
+        key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+        _check_writable(key, str(hydra.sweep.dir if args.multirun else hydra.run.dir))
+
+
+def _check_writable(key: str, directory: str) -> None:
+    """The run or sweep directory must be one gradexp can create: Hydra would report a failure
+    to create it with a traceback, after composing the job. Nothing is created here: the test
+    directory made in its nearest existing parent is removed at once."""
+    parent = Path(directory).absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(
+            key, directory, f"cannot be created: {parent} is a file", "a directory you can write to"
+        )
+    try:
+        Path(tempfile.mkdtemp(prefix=".gradexp-check-", dir=parent)).rmdir()
+    except OSError as error:
+        problem = f"cannot be created in {parent}: {error.strerror}"
+        raise ConfigError(key, directory, problem, "a directory you can write to") from None
 
 
 def _file_sweeps(config_name: str, overrides: list[Override], plugins: list[str]) -> list[Override]:
