@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import ConfigError
@@ -34,9 +34,10 @@ EXIT_JOBS_FAILED = 1
 
 def main() -> None:
     """Entry point of `gradexp` and `python -m gradexp`."""
-    argv = sys.argv[1:]
     SweepCallback.sweep_dir = None  # set again if this command line starts a sweep
     try:
+        argv = resume_command_line(sys.argv[1:])
+        sys.argv[1:] = argv
         check_command_line(argv)
     except ConfigError as error:
         _fail(error)
@@ -82,6 +83,25 @@ def _hydra_main(cfg: DictConfig) -> float:
         summary = read_summary(run_dir) or {"status": "failed", "error": str(error)}
     report.job_line(run_dir.name, summary)
     return objective(summary, cfg, hydra_cfg.sweeper.get("direction"))
+
+
+def resume_command_line(argv: list[str]) -> list[str]:
+    """`gradexp trainer.resume=<run dir>` goes on with the run's own overrides, in its own
+    directory; anything else on the command line comes after them (and must not change the
+    config: the checkpoint is checked against it)."""
+    resume = [a for a in argv if a.startswith("trainer.resume=")]
+    if not resume:
+        return argv
+    run_dir = Path(resume[-1].partition("=")[2])
+    try:
+        saved = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+    except (OSError, ValueError):
+        raise ConfigError(
+            "trainer.resume", str(run_dir), "not a gradexp run directory (no .hydra/overrides.yaml)"
+        ) from None
+    kept = [o for o in saved if not o.startswith("trainer.resume=")]
+    rest = [a for a in argv if not a.startswith("trainer.resume=")]
+    return [*kept, *rest, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
 def _interrupted(run_dir: Path, stopped: KeyboardInterrupt) -> None:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import gradexp
+from gradexp import checkpoint
 from gradexp.activations import FAMILIES
 from gradexp.clipping import clip_gradients
 from gradexp.config.errors import ConfigError
@@ -59,6 +60,16 @@ class Batches:
         self._pos += self.batch_size
         return self.task.x_train[idx], self.task.y_train[idx]
 
+    def state_dict(self) -> dict:
+        order = None if self._order is None else self._order.cpu()
+        return {"generator": self._generator.get_state(), "order": order, "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._generator.set_state(state["generator"])
+        order = state["order"]
+        self._order = None if order is None else order.to(self.task.x_train.device)
+        self._pos = state["pos"]
+
 
 @dataclass
 class Run:
@@ -77,6 +88,7 @@ class Run:
     diagnostics: Diagnostics | None
     prediction: dict = field(default_factory=dict)  # the mean-field theory, for the network as built
     steps_completed: int = 0  # optimizer updates applied
+    identity: dict = field(default_factory=dict)  # the resolved config, which a checkpoint must match
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         if self.task.classification:
@@ -107,6 +119,9 @@ def train(
         try:
             config = validate(cfg)
             run = _setup(config, run_dir, show_progress, started, threads)
+            run.identity = _identity(cfg)
+            if config.trainer.resume is not None:
+                _resume(run, Path(config.trainer.resume))
             _train_loop(run, stop)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (RunStopped)
             status = "interrupted"
@@ -177,11 +192,55 @@ def _set_determinism(on: bool, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def _identity(cfg: DictConfig) -> dict:
+    """The resolved config, less trainer.resume: what makes a checkpoint this run's."""
+    resolved = _as_container(cfg)
+    resolved.get("trainer", {}).pop("resume", None)
+    return resolved
+
+
+def _resume(run: Run, source: Path) -> None:
+    """Go on from the checkpoint in `source`: every state as it was after its last step."""
+    state = checkpoint.load(source, run.identity)
+    checkpoint.restore(run.model, state["model"], "model")
+    checkpoint.restore(run.optimizer, state["optimizer"], "optimizer")
+    checkpoint.restore(run.scheduler, state["scheduler"], "scheduler")
+    checkpoint.restore(run.batches, state["batches"], "batch order")
+    checkpoint.restore(run.recorder, state["recorder"], "records")
+    if run.diagnostics is not None and state["diagnostics"] is not None:
+        checkpoint.restore(run.diagnostics, state["diagnostics"], "diagnostics")
+    torch.set_rng_state(state["rng"]["torch"])
+    if run.device.type == "cuda" and state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    run.steps_completed = state["step"]
+    run.tensorboard.resume_at(state["step"])
+    log.info("resumed from %s at step %d", source, state["step"])
+
+
+def _save_checkpoint(run: Run) -> None:
+    cuda = torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None
+    checkpoint.save(
+        run.run_dir,
+        {
+            "step": run.steps_completed,
+            "config": run.identity,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "batches": run.batches.state_dict(),
+            "recorder": run.recorder.state_dict(),
+            "diagnostics": run.diagnostics.state_dict() if run.diagnostics is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+        },
+    )
+
+
 def _train_loop(run: Run, stop: StopRequest) -> None:
-    """The steps; a stop request (Ctrl-C, SIGTERM) ends the loop between two steps."""
+    """The steps, from a resumed run's checkpoint on; a stop request (Ctrl-C, SIGTERM) ends the
+    loop between two steps, with a checkpoint."""
     t = run.config.trainer
     clipping = run.recorder.clipping
-    for step in range(t.steps):
+    for step in range(run.steps_completed, t.steps):
         if step % t.eval_every == 0:
             _record_metrics(run, step, evaluate(run, "val"))
         diagnose = run.diagnostics is not None and run.diagnostics.due(step)
@@ -201,6 +260,12 @@ def _train_loop(run: Run, stop: StopRequest) -> None:
             _write(run, run.recorder.flush())
             if run.recorder.divergence is not None:
                 return
+        every = t.checkpoint_every
+        if stop.signum is not None or (every is not None and run.steps_completed % every == 0):
+            _write(run, run.recorder.flush())  # a checkpoint keeps nothing pending
+            if run.recorder.divergence is not None:
+                return
+            _save_checkpoint(run)
         stop.check()
 
 

@@ -163,6 +163,25 @@ class GradientRecorder:
         culprit = next((n for n, v in zip(self.param_names, norms) if not math.isfinite(v)), None)
         self.divergence = Divergence(step, culprit)
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps (after a flush: nothing is pending then)."""
+        return {
+            "steps_seen": self.steps_seen,
+            "clipped_steps": self.clipped_steps,
+            "first_values": self.first_values,
+            "last_values": self.last_values,
+            "norm_history": self.norm_history,
+            "vector_history": self.vector_history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_seen, self.clipped_steps = state["steps_seen"], state["clipped_steps"]
+        self.first_values, self.last_values = dict(state["first_values"]), dict(state["last_values"])
+        self.norm_history = [(step, list(norms)) for step, norms in state["norm_history"]]
+        self.vector_history = {
+            tag: [(step, list(v)) for step, v in history] for tag, history in state["vector_history"].items()
+        }
+
     def logged_norms(self, which: int) -> tuple[int | None, dict[str, float]]:
         """(step, layer -> gradient norm) of the first (0) or last (-1) logged step."""
         if not self.norm_history:

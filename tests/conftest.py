@@ -55,11 +55,11 @@ def run_cli(*args: str, cwd: Path, module: bool = True) -> subprocess.CompletedP
 
 
 def interrupt_once_training(
-    args: list[str], cwd: Path, started: str, signals: tuple[int, ...] = (signal.SIGINT,)
+    args: list[str], cwd: Path, started: str, signals: tuple[int, ...] = (signal.SIGINT,), wait: float = 1.5
 ) -> subprocess.CompletedProcess:
     """Run gradexp, wait until a file matching the glob `started` appears under `cwd` (training
-    has begun), let it train a little, then send `signals` (Ctrl-C by default) one after the
-    other, as a user or a cluster would."""
+    has begun), let it train `wait` seconds, then send `signals` (Ctrl-C by default) one after
+    the other, as a user or a cluster would."""
     process = subprocess.Popen(
         [sys.executable, "-m", "gradexp", *args],
         cwd=cwd,
@@ -70,7 +70,7 @@ def interrupt_once_training(
     deadline = time.monotonic() + 120
     while not list(cwd.glob(started)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1.5)
+    time.sleep(wait)
     for signum in signals:
         process.send_signal(signum)
         time.sleep(0.02)

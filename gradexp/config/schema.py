@@ -113,6 +113,8 @@ class TrainerConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     threads: int | None = None  # torch CPU threads; null: torch's default, shared out under joblib
     deterministic: bool = False  # PyTorch's deterministic algorithms (an error for an op without one)
+    checkpoint_every: int | None = 1000  # steps between checkpoints (and one when stopped); null: only then
+    resume: str | None = None  # a run directory to go on from its checkpoint
 
 
 @dataclass

@@ -203,6 +203,8 @@ def _check_ranges(c: RunConfig) -> None:
     _require(
         0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]"
     )
+    every = c.trainer.checkpoint_every
+    _require(every is None or every >= 1, "trainer.checkpoint_every", every, "an integer >= 1 or null")
     threads = c.trainer.threads
     _require(threads is None or threads >= 1, "trainer.threads", threads, "an integer >= 1 or null")
     for key in ("max_norm", "value"):

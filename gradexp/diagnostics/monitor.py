@@ -101,6 +101,15 @@ class Diagnostics:
         self.recorder.record_scalars(step, tags, torch.cat(parts))
         self._pending = None
 
+    def state_dict(self) -> dict:
+        """The power iteration's warm starts. (The histograms' samples need no saving: they are
+        drawn from a generator seeded at start, in the same order after a resume.)"""
+        return {"singular_vectors": {n: v.cpu() for n, v in self._singular_vectors.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.weights[0].device
+        self._singular_vectors = {n: v.to(device) for n, v in state["singular_vectors"].items()}
+
     def _spectral_norms(self) -> Tensor:
         """The largest singular value of each W_hh (for LSTM and GRU, the largest over their gate
         blocks, each an H x H recurrence), by power iteration warm-started from the last diagnostic

@@ -6,7 +6,7 @@ import struct
 import time
 from pathlib import Path
 
-from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard.summary import custom_scalars
 
@@ -70,6 +70,14 @@ class TensorBoardSink:
         metrics = metric_values(summary)
         if metrics:
             self._add(step, Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in metrics.items()]))
+        self._writer.flush()
+
+    def resume_at(self, step: int) -> None:
+        """A resumed run: TensorBoard drops whatever an earlier file logged at `step` or later
+        (logged after the checkpoint, before the stop), so each step is shown once."""
+        self._writer.add(
+            Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START))
+        )
         self._writer.flush()
 
     def close(self) -> None:

@@ -1,0 +1,76 @@
+"""Checkpoints: everything a run needs to go on exactly where it stopped, number for number on
+the CPU: the model, optimizer and scheduler, every random state (torch's, the batch order's),
+what the recorder has kept for the summary and the figures, and the diagnostics' warm starts.
+
+Written atomically (a temporary file renamed over the last checkpoint, so a kill at any moment
+leaves the previous one whole) and read with `torch.load(weights_only=True)`, which builds
+tensors and plain containers only: a file from elsewhere cannot run code, and one that is not
+a gradexp checkpoint of this run is refused in one line.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from gradexp.config.errors import NO_VALUE, ConfigError
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "gradexp-checkpoint/1"
+
+
+def save(run_dir: Path, state: dict) -> Path:
+    path = run_dir / CHECKPOINT
+    tmp = run_dir / f".{CHECKPOINT}.tmp"
+    torch.save({"format": FORMAT, **state}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load(run_dir: Path, config: dict) -> dict:
+    """The checkpoint in `run_dir`, if it is gradexp's and was written by a run of `config`
+    (the resolved config, trainer.resume aside)."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError("trainer.resume", str(run_dir), f"no {CHECKPOINT} in it", "a gradexp run directory")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 (any unreadable file is the same mistake to the user)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError("trainer.resume", str(path), f"not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(
+            "trainer.resume", str(path), "not a gradexp checkpoint", f"a {CHECKPOINT} written by gradexp"
+        )
+    differs = _first_difference(state.get("config"), config)
+    if differs is not None:
+        raise ConfigError(
+            "trainer.resume",
+            str(run_dir),
+            f"its checkpoint is of another config ({differs} differs)",
+            "the same overrides as the run being resumed",
+        )
+    return state
+
+
+def restore(target, state: dict, what: str) -> None:
+    """`target.load_state_dict(state)`, with a mismatch (another model, other shapes) as one line."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            "trainer.resume", NO_VALUE, f"the checkpoint's {what} does not fit this run: {first}"
+        ) from None
+
+
+def _first_difference(saved: object, current: object, prefix: str = "") -> str | None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = _first_difference(saved.get(key), current.get(key), f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if saved == current else prefix.rstrip(".") or "config"
