@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from gradexp.checkpoint import CHECKPOINT
 from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import ConfigError
 from gradexp.config.preflight import check_command_line
@@ -74,6 +75,13 @@ def _hydra_main(cfg: DictConfig) -> float:
         except KeyboardInterrupt as stopped:
             _interrupted(run_dir, stopped)
         return 0.0
+    direction = hydra_cfg.sweeper.get("direction")
+    previous = read_summary(run_dir) if cfg.sweep.resume else {}
+    if previous.get("status") in ("completed", "diverged"):
+        report.job_line(f"{run_dir.name} (kept from before)", previous)
+        return objective(previous, cfg, direction)
+    if previous.get("status") == "interrupted" and (run_dir / CHECKPOINT).is_file():
+        cfg.trainer.resume = str(run_dir)  # go on from its checkpoint
     try:
         threads = threads_per_job(hydra_cfg)
         summary = train(cfg, run_dir, show_progress=False, overrides=overrides, threads=threads)
@@ -82,7 +90,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     except Exception as error:  # noqa: BLE001 (a job's failure is a row of the table, not the sweep's end)
         summary = read_summary(run_dir) or {"status": "failed", "error": str(error)}
     report.job_line(run_dir.name, summary)
-    return objective(summary, cfg, hydra_cfg.sweeper.get("direction"))
+    return objective(summary, cfg, direction)
 
 
 def resume_command_line(argv: list[str]) -> list[str]:

@@ -171,7 +171,7 @@ def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float
         scheduler,
         Batches(task, t.batch_size, t.seed),
         recorder,
-        TensorBoardSink(run_dir),
+        TensorBoardSink(run_dir, restart=t.resume is None and any(run_dir.glob("events.out.tfevents.*"))),
         ConsoleSink(t.steps) if show_progress else None,
         started,
         diagnostics,
@@ -193,9 +193,11 @@ def _set_determinism(on: bool, device: torch.device) -> None:
 
 
 def _identity(cfg: DictConfig) -> dict:
-    """The resolved config, less trainer.resume: what makes a checkpoint this run's."""
+    """The resolved config, less trainer.resume and the sweep's own settings: what makes a
+    checkpoint this run's."""
     resolved = _as_container(cfg)
     resolved.get("trainer", {}).pop("resume", None)
+    resolved.pop("sweep", None)
     return resolved
 
 

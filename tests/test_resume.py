@@ -5,7 +5,7 @@ import random
 
 import torch
 
-from tests.conftest import interrupt_once_training, read_scalars, read_summary, run_cli
+from tests.conftest import interrupt_once_training, logged_steps, read_scalars, read_summary, run_cli
 
 STEPS = 1500  # long enough that the signal always comes before the end
 RUN = [
@@ -42,6 +42,7 @@ def test_an_interrupted_run_resumed_equals_the_run_never_interrupted(tmp_path):
     }
     # TensorBoard shows every step once, with the values of the uninterrupted run
     assert read_scalars(tmp_path / "cut") == read_scalars(tmp_path / "whole")
+    assert logged_steps(tmp_path / "cut", "loss/train") == list(range(STEPS))
 
 
 def test_what_cannot_be_resumed_is_refused_in_one_line(tmp_path):

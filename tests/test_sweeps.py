@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from gradexp.sweeps.naming import MAX_NAME, job_dir_name, naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import cores, threads_per_job
-from tests.conftest import TINY, interrupt_once_training, make_config, read_summary, run_cli
+from tests.conftest import TINY, interrupt_once_training, logged_steps, make_config, read_summary, run_cli
 
 SWEEP_DIR = ["hydra.sweep.dir=sweep"]
 
@@ -367,3 +367,27 @@ def test_a_jobs_recorded_rerun_command_reproduces_it_alone(tmp_path):
     assert (
         again["final_val_loss"] == job["final_val_loss"] and again["grad_norm_last"] == job["grad_norm_last"]
     )
+
+
+def test_a_sweep_resumed_in_its_directory_keeps_finished_jobs_and_finishes_the_rest(tmp_path):
+    args = ["-m", *TINY, "trainer.steps=1500", "trainer.log_every=10", "model.depth=2,3", *SWEEP_DIR]
+    stopped = interrupt_once_training(args, tmp_path, started="sweep/*/events.out.tfevents.*", wait=0.5)
+    assert stopped.returncode == 130 and "1 job: 1 interrupted" in stopped.stdout
+    first = tmp_path / "sweep" / "000_model.depth=2"
+    assert (first / "checkpoint.pt").is_file()
+
+    again = run_cli(*args, cwd=tmp_path)  # without the flag, an existing sweep is never written over
+    assert again.returncode == 2 and "hydra.sweep.dir=sweep: already holds files" in again.stderr
+    assert read_summary(first)["status"] == "interrupted"
+
+    resumed = run_cli(*args, "sweep.resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 jobs: 2 completed" in resumed.stdout
+    summary = read_summary(first)
+    assert summary["status"] == "completed" and summary["steps_completed"] == 1500
+    assert logged_steps(first, "loss/train") == [*range(0, 1500, 10), 1499]  # each logged step once
+
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/summary.json")}
+    done = run_cli(*args, "sweep.resume=true", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.count("(kept from before)") == 2
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished jobs are not run again

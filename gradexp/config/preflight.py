@@ -14,7 +14,7 @@ from hydra._internal.utils import get_args_parser  # Hydra's own CLI parser, so 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import NO_VALUE, ConfigError
@@ -73,11 +73,35 @@ def check_command_line(argv: list[str]) -> None:
             validate(cfg)
             _check_activation_applies(cfg, job)
         base = [values[0] for values in map(_values, overrides) if values]
-        hydra = _compose(
-            args.config_name or "config", searchpath + base + plugins + outputs, hydra=True
-        ).hydra
-        key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-        _check_writable(key, str(hydra.sweep.dir if args.multirun else hydra.run.dir))
+        composed = _compose(args.config_name or "config", searchpath + base + plugins + outputs, hydra=True)
+        if args.multirun:
+            _check_writable("hydra.sweep.dir", str(composed.hydra.sweep.dir))
+            _check_sweep_dir(str(composed.hydra.sweep.dir), composed.sweep.resume)
+        else:
+            _check_writable("hydra.run.dir", str(composed.hydra.run.dir))
+
+
+def _check_sweep_dir(directory: str, resume: bool) -> None:
+    """A sweep never writes over another: an existing sweep directory is gone on with only when
+    asked (sweep.resume=true), and only if it is a gradexp sweep."""
+    path = Path(directory)
+    if not resume:
+        if path.is_dir() and any(path.iterdir()):
+            raise ConfigError(
+                "hydra.sweep.dir",
+                directory,
+                "already holds files",
+                "a new directory, or sweep.resume=true to go on with the sweep in it",
+            )
+        return
+    try:
+        job_name = OmegaConf.load(path / "multirun.yaml").hydra.job.name
+    except Exception:  # noqa: BLE001 (missing or unreadable: not a sweep gradexp can go on with)
+        job_name = None
+    if path.exists() and job_name != "gradexp":
+        raise ConfigError(
+            "hydra.sweep.dir", directory, "not a gradexp sweep (no gradexp multirun.yaml in it)"
+        )
 
 
 def _check_writable(key: str, directory: str) -> None:

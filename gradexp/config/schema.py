@@ -131,6 +131,11 @@ class ObjectiveConfig:
 
 
 @dataclass
+class SweepConfig:
+    resume: bool = False  # in an existing sweep directory: keep finished jobs, resume or re-run the rest
+
+
+@dataclass
 class RunConfig:
     """The whole validated configuration of one run, as the builders and the engine read it."""
 
@@ -144,6 +149,7 @@ class RunConfig:
     trainer: TrainerConfig
     diagnostics: DiagnosticsConfig
     objective: ObjectiveConfig
+    sweep: SweepConfig
 
 
 GROUP_SCHEMAS = {
@@ -156,4 +162,5 @@ GROUP_SCHEMAS = {
     "trainer": TrainerConfig,
     "diagnostics": DiagnosticsConfig,
     "objective": ObjectiveConfig,
+    "sweep": SweepConfig,
 }

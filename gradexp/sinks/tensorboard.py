@@ -39,8 +39,12 @@ class TensorBoardSink:
     """Writes each StepRecord as a single event holding all its values, rather than one event
     per tag: the file stays small and writing 30 layers costs one protobuf, not 30."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, restart: bool = False):
+        """`restart`: the directory holds an earlier attempt's events (a sweep job run again);
+        TensorBoard is told to drop them, so the new attempt's curves stand alone."""
         self._writer = EventFile(run_dir)
+        if restart:
+            self.resume_at(0)
         self._add(0, custom_scalars(LAYOUT))
 
     def _add(self, step: int, summary: Summary) -> None:
@@ -73,8 +77,8 @@ class TensorBoardSink:
         self._writer.flush()
 
     def resume_at(self, step: int) -> None:
-        """A resumed run: TensorBoard drops whatever an earlier file logged at `step` or later
-        (logged after the checkpoint, before the stop), so each step is shown once."""
+        """A restart marker: TensorBoard drops whatever an earlier file logged at `step` or later
+        (for a resumed run, what was logged after its checkpoint), so each step is shown once."""
         self._writer.add(
             Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START))
         )
