@@ -20,6 +20,7 @@ from gradexp.sweeps.parallel import cores, threads_per_job
 from tests.conftest import TINY, interrupt_once_training, logged_steps, make_config, read_summary, run_cli
 
 SWEEP_DIR = ["hydra.sweep.dir=sweep"]
+NOT_COMPARED = ("wall_time_s", "provenance", "config", "overrides")  # how a run was invoked, not its numbers
 
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -386,6 +387,13 @@ def test_a_sweep_resumed_in_its_directory_keeps_finished_jobs_and_finishes_the_r
     summary = read_summary(first)
     assert summary["status"] == "completed" and summary["steps_completed"] == 1500
     assert logged_steps(first, "loss/train") == [*range(0, 1500, 10), 1499]  # each logged step once
+    whole = run_cli(*args[:-1], "hydra.sweep.dir=whole", cwd=tmp_path)  # the sweep never interrupted
+    assert whole.returncode == 0, whole.stderr
+    for job in ("000_model.depth=2", "001_model.depth=3"):
+        a, b = read_summary(tmp_path / "sweep" / job), read_summary(tmp_path / "whole" / job)
+        assert {k: v for k, v in a.items() if k not in NOT_COMPARED} == {
+            k: v for k, v in b.items() if k not in NOT_COMPARED
+        }
 
     kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/summary.json")}
     done = run_cli(*args, "sweep.resume=true", cwd=tmp_path)
