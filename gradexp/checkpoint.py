@@ -8,6 +8,7 @@ tensors and plain containers only: a file from elsewhere cannot run code, and on
 a gradexp checkpoint of this run is refused in one line.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from gradexp.config.errors import NO_VALUE, ConfigError
 
+log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "gradexp-checkpoint/1"
 
@@ -64,6 +66,44 @@ def restore(target, state: dict, what: str) -> None:
         raise ConfigError(
             "trainer.resume", NO_VALUE, f"the checkpoint's {what} does not fit this run: {first}"
         ) from None
+
+
+def resume_run(run, source: Path) -> None:
+    """Go on from the checkpoint in `source`: every state of `run` (an engine.Run) as it was
+    after the checkpoint's last step."""
+    state = load(source, run.identity)
+    restore(run.model, state["model"], "model")
+    restore(run.optimizer, state["optimizer"], "optimizer")
+    restore(run.scheduler, state["scheduler"], "scheduler")
+    restore(run.batches, state["batches"], "batch order")
+    restore(run.recorder, state["recorder"], "records")
+    if run.diagnostics is not None and state["diagnostics"] is not None:
+        restore(run.diagnostics, state["diagnostics"], "diagnostics")
+    torch.set_rng_state(state["rng"]["torch"])
+    if run.device.type == "cuda" and state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    run.steps_completed = state["step"]
+    run.tensorboard.resume_at(state["step"])
+    log.info("resumed from %s at step %d", source, state["step"])
+
+
+def save_run(run) -> Path:
+    """A checkpoint of `run` (an engine.Run) after its last completed step."""
+    cuda = torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None
+    return save(
+        run.run_dir,
+        {
+            "step": run.steps_completed,
+            "config": run.identity,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "batches": run.batches.state_dict(),
+            "recorder": run.recorder.state_dict(),
+            "diagnostics": run.diagnostics.state_dict() if run.diagnostics is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+        },
+    )
 
 
 def _first_difference(saved: object, current: object, prefix: str = "") -> str | None:

@@ -121,7 +121,7 @@ def train(
             run = _setup(config, run_dir, show_progress, started, threads)
             run.identity = _identity(cfg)
             if config.trainer.resume is not None:
-                _resume(run, Path(config.trainer.resume))
+                checkpoint.resume_run(run, Path(config.trainer.resume))
             _train_loop(run, stop)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (RunStopped)
             status = "interrupted"
@@ -201,42 +201,6 @@ def _identity(cfg: DictConfig) -> dict:
     return resolved
 
 
-def _resume(run: Run, source: Path) -> None:
-    """Go on from the checkpoint in `source`: every state as it was after its last step."""
-    state = checkpoint.load(source, run.identity)
-    checkpoint.restore(run.model, state["model"], "model")
-    checkpoint.restore(run.optimizer, state["optimizer"], "optimizer")
-    checkpoint.restore(run.scheduler, state["scheduler"], "scheduler")
-    checkpoint.restore(run.batches, state["batches"], "batch order")
-    checkpoint.restore(run.recorder, state["recorder"], "records")
-    if run.diagnostics is not None and state["diagnostics"] is not None:
-        checkpoint.restore(run.diagnostics, state["diagnostics"], "diagnostics")
-    torch.set_rng_state(state["rng"]["torch"])
-    if run.device.type == "cuda" and state["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    run.steps_completed = state["step"]
-    run.tensorboard.resume_at(state["step"])
-    log.info("resumed from %s at step %d", source, state["step"])
-
-
-def _save_checkpoint(run: Run) -> None:
-    cuda = torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None
-    checkpoint.save(
-        run.run_dir,
-        {
-            "step": run.steps_completed,
-            "config": run.identity,
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "batches": run.batches.state_dict(),
-            "recorder": run.recorder.state_dict(),
-            "diagnostics": run.diagnostics.state_dict() if run.diagnostics is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
-        },
-    )
-
-
 def _train_loop(run: Run, stop: StopRequest) -> None:
     """The steps, from a resumed run's checkpoint on; a stop request (Ctrl-C, SIGTERM) ends the
     loop between two steps, with a checkpoint."""
@@ -267,7 +231,7 @@ def _train_loop(run: Run, stop: StopRequest) -> None:
             _write(run, run.recorder.flush())  # a checkpoint keeps nothing pending
             if run.recorder.divergence is not None:
                 return
-            _save_checkpoint(run)
+            checkpoint.save_run(run)
         stop.check()
 
 
