@@ -27,7 +27,7 @@ from gradexp.sweeps.callback import SweepCallback
 from gradexp.sweeps.naming import naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import threads_per_job
-from gradexp.sweeps.table import read_summary
+from gradexp.sweeps.table import FINISHED, read_summary
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
@@ -56,8 +56,8 @@ def main() -> None:
         except BaseException as error:  # noqa: BLE001 (never hide why the sweep stopped)
             print(f"gradexp: the sweep table could not be written: {error}", file=sys.stderr)
         raise
-    counts = report.finish_sweep(SweepCallback.sweep_dir)
-    if counts and any(counts.get(s) for s in ("failed", "interrupted", "unfinished")):
+    table = report.finish_sweep(SweepCallback.sweep_dir)
+    if table is not None and not table.all_finished():
         sys.exit(EXIT_JOBS_FAILED)
 
 
@@ -77,7 +77,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         return 0.0
     direction = hydra_cfg.sweeper.get("direction")
     previous = read_summary(run_dir) if cfg.sweep.resume else {}
-    if previous.get("status") in ("completed", "diverged"):
+    if previous.get("status") in FINISHED:
         report.job_line(f"{run_dir.name} (kept from before)", previous)
         return objective(previous, cfg, direction)
     if previous.get("status") == "interrupted" and (run_dir / CHECKPOINT).is_file():

@@ -62,18 +62,19 @@ def check_command_line(argv: list[str]) -> None:
             "several values need --multirun (-m)",
             "one value, a quoted string ('a,b'), or add -m to sweep",
         )
+    config_name = args.config_name or "config"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
-        if plugins:
-            base = [values[0] for values in map(_values, overrides) if values]
-            _check_plugins(args.config_name or "config", searchpath + base + plugins)
+        # the base job with Hydra's own config, once: the launcher, a preset's sweep, the output
+        # directory (a launcher or sweeper that is not installed fails here, with its extra named)
+        base = [values[0] for values in map(_values, overrides) if values]
+        composed = _compose(config_name, searchpath + base + plugins + outputs, hydra=True)
+        _check_launcher(composed.hydra.launcher)
         if args.multirun:
-            overrides += _file_sweeps(args.config_name or "config", overrides, searchpath + plugins)
+            overrides += _file_sweeps(composed.hydra.sweeper, overrides)
         for job in _jobs(overrides):
-            cfg = _compose(args.config_name or "config", searchpath + job)
+            cfg = _compose(config_name, searchpath + job)
             validate(cfg)
             _check_activation_applies(cfg, job)
-        base = [values[0] for values in map(_values, overrides) if values]
-        composed = _compose(args.config_name or "config", searchpath + base + plugins + outputs, hydra=True)
         if args.multirun:
             _check_writable("hydra.sweep.dir", str(composed.hydra.sweep.dir))
             _check_sweep_dir(str(composed.hydra.sweep.dir), composed.sweep.resume)
@@ -122,12 +123,10 @@ def _check_writable(key: str, directory: str) -> None:
         raise ConfigError(key, directory, problem, "a directory you can write to") from None
 
 
-def _file_sweeps(config_name: str, overrides: list[Override], plugins: list[str]) -> list[Override]:
+def _file_sweeps(sweeper: DictConfig, overrides: list[Override]) -> list[Override]:
     """The sweeps a config file declares (an experiment's hydra.sweeper.params), for the keys the
     command line leaves alone, so that their values are checked like typed ones."""
-    base = [values[0] for values in map(_values, overrides) if values]
-    hydra_cfg = _compose(config_name, base + plugins, hydra=True).hydra
-    params = hydra_cfg.sweeper.get("params") or {}
+    params = sweeper.get("params") or {}
     typed = {o.key_or_group for o in overrides}
     lines = [f"{key}={value}" for key, value in params.items() if key.lstrip("+~") not in typed]
     try:
@@ -138,12 +137,9 @@ def _file_sweeps(config_name: str, overrides: list[Override], plugins: list[str]
         ) from None
 
 
-def _check_plugins(config_name: str, choices: list[str]) -> None:
-    """A launcher or sweeper that is not installed, or misspelt: say which exist and how to get
-    the others. A launcher that would run jobs as threads of one process is refused: jobs would
-    share the seed, the thread count and the CUDA counters that each one sets for itself."""
-    hydra = _compose(config_name, choices, hydra=True).hydra
-    launcher = hydra.launcher
+def _check_launcher(launcher: DictConfig) -> None:
+    """A launcher that would run jobs as threads of one process is refused: jobs would share the
+    seed, the thread count and the CUDA counters that each one sets for itself."""
     if launcher.get("prefer") == "threads" or launcher.get("backend") == "threading":
         key = "prefer" if launcher.get("prefer") == "threads" else "backend"
         raise ConfigError(

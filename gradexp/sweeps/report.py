@@ -47,12 +47,19 @@ def job_line(name: str, summary: dict, console: Console | None = None) -> None:
     (console or _console()).print(line, highlight=False)
 
 
-def finish_sweep(root: Path | None, draw: bool = True, console: Console | None = None) -> dict[str, int]:
-    """Write and show the table of the jobs under `root` (and the figures); the status counts."""
+def finish_sweep(root: Path | None, draw: bool = True) -> Table | None:
+    """Write and show the table of the jobs under `root` (and the figures)."""
     if root is None or not root.is_dir():
-        return {}
-    console = console or _console()
+        return None
     table = build(root)
+    show(table, draw)
+    return table
+
+
+def show(table: Table, draw: bool = True, console: Console | None = None) -> None:
+    """Write the table's files, the HParams columns and the figures; print it all."""
+    root = table.root
+    console = console or _console()
     write(table)
     write_experiment(root, [columns(j.summary) for j in table.jobs if "status" in j.summary])
     console.print(render(table))
@@ -70,10 +77,8 @@ def finish_sweep(root: Path | None, draw: bool = True, console: Console | None =
     if drawn:
         console.print(f"figures:     {shown}/{FIGURES_DIR}/ ({', '.join(p.name for p in drawn)})")
     console.print(f"tensorboard: tensorboard --logdir {shown}")
-    counts = table.counts()
-    colour = "red" if any(counts.get(s) for s in ("failed", "interrupted", "unfinished")) else "green"
-    console.print(f"[bold {colour}]{counts_line(counts)}[/]", highlight=False)
-    return counts
+    colour = "green" if table.all_finished() else "red"
+    console.print(f"[bold {colour}]{counts_line(table.counts())}[/]", highlight=False)
 
 
 def _console() -> Console:
@@ -156,11 +161,12 @@ def _report(args: argparse.Namespace) -> None:
     if not args.directory.is_dir():
         print(f"gradexp-report: error: {args.directory}: no such directory", file=sys.stderr)
         sys.exit(2)
-    if not build(args.directory).jobs:
+    table = build(args.directory)
+    if not table.jobs:
         print(
             f"gradexp-report: error: {args.directory}: no gradexp runs in it "
             "(no summary.json or .hydra/ below it)",
             file=sys.stderr,
         )
         sys.exit(2)
-    finish_sweep(args.directory, draw=not args.no_figures)
+    show(table, draw=not args.no_figures)

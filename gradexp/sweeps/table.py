@@ -20,6 +20,7 @@ from gradexp.sinks.summary import write_json_atomic, write_text_atomic
 
 TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
 STATUSES = ("completed", "diverged", "failed", "interrupted", "unfinished")
+FINISHED = ("completed", "diverged")  # results; the other statuses mean the job did not run through
 METRICS = (
     "final_train_loss",
     "final_val_loss",
@@ -52,6 +53,9 @@ class Table:
     jobs: list[Job]
     swept: list[str]  # override keys whose value differs between jobs
     fixed: dict[str, str]  # override keys every job shares, with their value
+
+    def all_finished(self) -> bool:
+        return all(j.status in FINISHED for j in self.jobs)
 
     def counts(self) -> dict[str, int]:
         return {
