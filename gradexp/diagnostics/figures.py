@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # no display: render to memory
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+MAX_LAYER_LABELS = 12
+
 
 def to_png(fig) -> bytes:
     buffer = io.BytesIO()
@@ -19,6 +21,16 @@ def to_png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=90, pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def log_axis(ax, axis: str = "y") -> None:
+    """A log scale whose tick labels are plain text ("1e-05"): matplotlib's default labels are
+    mathtext, whose parsing is a third of the time it takes to draw a small figure. Minor ticks
+    are labelled, as by default, only when the axis spans too few decades to show a major one."""
+    getattr(ax, f"set_{axis}scale")("log")
+    ticks = getattr(ax, f"{axis}axis")
+    ticks.set_major_formatter(matplotlib.ticker.LogFormatter())
+    ticks.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
 
 
 def log10_or_nan(values) -> np.ndarray:
@@ -37,7 +49,8 @@ def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> 
     image = ax.imshow(
         grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest", extent=extent
     )
-    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    every = math.ceil(len(layers) / MAX_LAYER_LABELS)  # each label is a costly tick: a deep net gets some
+    ax.set_yticks(range(0, len(layers), every), layers[::every], fontsize=7)
     ax.set_xlabel("step")
     ax.set_title("gradient flow: log10 ||dL/dW|| per layer")
     fig.colorbar(image, ax=ax, label="log10 gradient norm")
@@ -52,7 +65,7 @@ def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -
     for label, values in series.items():
         y = [values.get(layer, math.nan) for layer in layers]
         ax.plot(x, y, marker="o", markersize=3, label=label)
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("layer (input to output)")
     ax.set_ylabel("norm")
@@ -72,7 +85,7 @@ def through_time(curves: dict[str, list[tuple[int, list[float]]]]) -> bytes:
         colours = plt.cm.viridis(np.linspace(0.9, 0.1, len(picks)))
         for (step, values), colour in zip(picks, colours):
             ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=f"step {step}")
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.set_xlabel("time step t")
         ax.set_ylabel("||dL/dh_t||")
         ax.set_title(f"gradient through time: {tag.split('/')[-1]}")

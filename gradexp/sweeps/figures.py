@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
 
-from gradexp.diagnostics.figures import log10_or_nan, plt, to_png
+from gradexp.diagnostics.figures import log10_or_nan, log_axis, plt, to_png
 from gradexp.sweeps.table import Job, Table
 
 MAX_PANELS = 36  # small multiples beyond this are unreadable; the first ones are drawn
@@ -61,7 +61,7 @@ def norm_vs_depth(table: Table) -> bytes | None:
             values = [math.nan if v is None else v for v in (job.summary.get(key) or {}).values()]
             x = np.arange(1, len(values) + 1)
             ax.plot(x, values, marker="o", markersize=2, color=colour, label=label(job, table))
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (input to output)")
         ax.set_title(f"{title} at step 0")
@@ -83,7 +83,7 @@ def through_time(table: Table) -> bytes | None:
         curve = next(iter(job.summary["grad_through_time_first"].values()))
         values = [math.nan if v is None else v for v in curve]
         ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=label(job, table))
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.set_xlabel("time step t")
     ax.set_ylabel("||dL/dh_t|| at step 0")
     ax.set_title("gradient through time, first recurrent layer, per configuration")
