@@ -132,6 +132,37 @@ def test_dead_units_are_reported_for_relu_with_a_negative_bias(tmp_path):
     assert healthy["dead_first"]["001_hidden"] < 0.05
 
 
+@pytest.mark.parametrize("slope", [None, 0.01, -0.5])
+def test_dead_share_and_activation_statistics_match_their_definitions(slope):
+    """dead = share of units whose input is <= 0 for the whole batch, act_mean and act_std those
+    of the activation's output; for a leaky ReLU with a negative slope too, whose negative
+    inputs give positive outputs."""
+    activation = (
+        ["activation=relu"]
+        if slope is None
+        else ["activation=leaky_relu", f"activation.negative_slope={slope}"]
+    )
+    config = validate(make_config(*PROBE, "model.depth=3", "init.bias=-1.0", *activation))
+    torch.manual_seed(0)
+    task = build_task(config.task, 0)
+    model = build_model(config, task)
+    hidden = list(zip(["001_hidden", "002_hidden", "003_hidden"], model.hidden))
+    signals = MLPSignals(hidden, ("004_output", model.output), "rectifier", 0.1)
+    x = task.x_train[:128]
+    with signals.capture():
+        model(x).sum().backward()
+    tags, values = signals.values()
+    measured = dict(zip(tags, values.tolist()))
+    h = x
+    for name, layer in hidden:
+        pre = layer.norm(layer.linear(h))
+        h = layer.activation(pre)
+        assert measured[f"dead/{name}"] == pytest.approx((pre <= 0).all(dim=0).float().mean().item())
+        assert measured[f"act_mean/{name}"] == pytest.approx(h.mean().item(), rel=1e-5)
+        assert measured[f"act_std/{name}"] == pytest.approx(h.std().item(), rel=1e-5)
+    assert 0 < measured["dead/003_hidden"] < 1  # neither degenerate case
+
+
 def test_weight_norms_and_sgd_update_ratio_match_their_definitions(tmp_path):
     """Plain SGD moves W by lr * dL/dW, so ||dW|| / ||W|| = lr * ||dL/dW|| / ||W||."""
     cfg = make_config(*PROBE, "optimizer=sgd", "optimizer.lr=0.05")

@@ -9,6 +9,7 @@ indices come from a private generator, so drawing them never moves the training'
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from tensorboard.compat.proto.summary_pb2 import HistogramProto
@@ -22,37 +23,69 @@ class Histograms:
     def __init__(self):
         self._generator = torch.Generator().manual_seed(0)
         self._indices: dict[tuple[int, str], Tensor] = {}
-        self._segments: dict[tuple[tuple[int, ...], str], tuple[Tensor, Tensor]] = {}  # ids, counts
+        self._layouts: dict[tuple, _Layout] = {}
 
-    def _sample(self, t: Tensor) -> Tensor:
-        flat = t.detach().flatten()
-        if flat.numel() <= SAMPLES:
-            return flat
-        key = (flat.numel(), str(flat.device))
+    def _index(self, numel: int, device: torch.device) -> Tensor:
+        """SAMPLES positions out of `numel`, drawn once per size and device."""
+        key = (numel, str(device))
         if key not in self._indices:
-            index = torch.randperm(flat.numel(), generator=self._generator)[:SAMPLES].sort().values
-            self._indices[key] = index.to(flat.device)
-        return flat[self._indices[key]]
+            index = torch.randperm(numel, generator=self._generator)[:SAMPLES].sort().values
+            self._indices[key] = index.to(device)
+        return self._indices[key]
+
+    def _samples(self, tensors: list[Tensor]) -> "_Layout":
+        """Each tensor's sample as a row of one (tensors x SAMPLES) matrix, gathered straight into
+        a buffer kept from call to call (a fresh megabyte costs page faults). A tensor with fewer
+        values fills the start of its row and repeats its first value in the rest, which leaves
+        the row's min and max alone."""
+        first = tensors[0]
+        key = (tuple(t.numel() for t in tensors), str(first.device), first.dtype)
+        if key not in self._layouts:
+            self._layouts[key] = _Layout.of(key[0], first)
+        layout = self._layouts[key]
+        for row, t in zip(layout.samples, tensors):
+            flat = t.detach().reshape(-1)
+            if flat.numel() < SAMPLES:
+                row[: flat.numel()].copy_(flat)
+                row[flat.numel() :].copy_(flat[:1].expand(SAMPLES - flat.numel()))
+            else:
+                torch.index_select(flat, 0, self._index(flat.numel(), flat.device), out=row)
+        return layout
 
     def stats(self, tensors: list[Tensor]) -> Tensor:
-        """One row per tensor: [min, max, count, sum, sum of squares, *BINS counts]."""
-        samples = [self._sample(t) for t in tensors]
-        x = torch.cat(samples).float()
-        n, device = len(samples), x.device
-        sizes = tuple(s.numel() for s in samples)
-        key = (sizes, str(device))
-        if key not in self._segments:  # built once per shape: no host-to-device copy on later calls
-            ids = torch.repeat_interleave(torch.arange(n), torch.tensor(sizes))
-            self._segments[key] = (ids.to(device), torch.tensor(sizes, dtype=x.dtype).to(device))
-        segment, count = self._segments[key]
-        low = x.new_full((n,), float("inf")).scatter_reduce(0, segment, x, "amin")
-        high = x.new_full((n,), float("-inf")).scatter_reduce(0, segment, x, "amax")
+        """One row per tensor: [min, max, count, sum, sum of squares, *BINS counts]. Everything but
+        the bin counts is a dense reduction along the rows, the counts one scatter."""
+        layout = self._samples(tensors)
+        x = layout.samples.float()
+        n = x.shape[0]
+        low, high = x.amin(dim=1), x.amax(dim=1)
         width = ((high - low) / BINS).clamp_min(1e-30)
-        index = ((x - low[segment]) / width[segment]).nan_to_num(0.0).floor().clamp(0, BINS - 1).long()
-        counts = x.new_zeros(n * BINS).scatter_add_(0, segment * BINS + index, torch.ones_like(x))
-        sums = x.new_zeros(n).scatter_add_(0, segment, x)
-        squares = x.new_zeros(n).scatter_add_(0, segment, x * x)
-        return torch.cat([torch.stack([low, high, count, sums, squares], dim=1), counts.view(n, BINS)], dim=1)
+        position = (x - low[:, None]).div_(width[:, None]).nan_to_num_(0.0).floor_().clamp_(0, BINS - 1)
+        index = position.long().add_(layout.offsets).view(-1)
+        index.index_fill_(0, layout.padding, n * BINS)  # the padding goes to a bin dropped below
+        counts = x.new_zeros(n * BINS + 1).scatter_add_(0, index, x.new_ones(()).expand(index.shape))
+        x.view(-1).index_fill_(0, layout.padding, 0.0)  # and adds nothing to the sums
+        squares = torch.linalg.vector_norm(x, dim=1).square()
+        row = torch.stack([low, high, layout.sizes.to(x.dtype), x.sum(dim=1), squares], dim=1)
+        return torch.cat([row, counts[:-1].view(n, BINS)], dim=1)
+
+
+@dataclass
+class _Layout:
+    """The sample matrix of one list of tensor sizes, and what its rows need, on the device."""
+
+    samples: Tensor  # tensors x SAMPLES
+    sizes: Tensor  # values sampled per row
+    padding: Tensor  # flat positions past each row's values
+    offsets: Tensor  # the first bin of each row, in the flat bin counts
+
+    @classmethod
+    def of(cls, numels: tuple[int, ...], like: Tensor) -> "_Layout":
+        sizes = torch.tensor([min(n, SAMPLES) for n in numels])
+        padding = (torch.arange(SAMPLES)[None, :] >= sizes[:, None]).view(-1).nonzero().view(-1)
+        offsets = torch.arange(len(numels))[:, None] * BINS
+        samples = torch.zeros(len(numels), SAMPLES, dtype=like.dtype)
+        return cls(*(t.to(like.device) for t in (samples, sizes, padding, offsets)))
 
 
 @contextmanager
