@@ -11,6 +11,8 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from torch import nn
 
 from gradexp.config.validate import validate
+from gradexp.diagnostics.histograms import BINS, SAMPLES, Histograms
+from gradexp.diagnostics.signals import MLPSignals
 from gradexp.diagnostics.theory import predict_chi1
 from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.engine import train
@@ -357,3 +359,21 @@ def test_spectral_norm_of_a_gated_cell_is_the_largest_over_its_gate_blocks(tmp_p
     w_hh = model.recurrent_weights()[0].detach()
     exact = max(torch.linalg.matrix_norm(block, ord=2).item() for block in w_hh.split(32))
     assert s["spectral_norm_first"]["002_rnn1_hh"] == pytest.approx(exact, rel=1e-2)
+
+
+def test_histogram_rows_match_the_exact_statistics_of_each_sample():
+    """A tensor with fewer values than a sample is histogrammed whole (its padding counts for
+    nothing); a larger one through its fixed sample. Each row must equal the exact statistics
+    and torch.histc's bins of what was sampled."""
+    torch.manual_seed(0)
+    small, large, other = torch.randn(10, 30) * 3 + 1, torch.rand(200, 100), torch.randn(5000)
+    histograms = Histograms()
+    rows = histograms.stats([small, large, other, small])
+    for tensor, row in zip([small, large, other, small], rows.tolist()):
+        flat = tensor.flatten()
+        sample = flat if flat.numel() <= SAMPLES else flat[histograms._index(flat.numel(), flat.device)]
+        low, high, count, total, squares, *counts = row
+        assert (low, high, count) == (sample.min().item(), sample.max().item(), sample.numel())
+        assert total == pytest.approx(sample.sum().item(), rel=1e-4, abs=1e-3)
+        assert squares == pytest.approx(sample.square().sum().item(), rel=1e-4)
+        assert counts == torch.histc(sample, BINS, low, high).tolist()

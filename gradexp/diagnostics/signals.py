@@ -38,6 +38,8 @@ class MLPSignals:
             saturation_fraction * max_derivative(self.activation) if family == "saturating" else None
         )
         self.names = [name for name, _ in hidden]
+        # a ReLU, or a leaky ReLU with a slope >= 0: its output is <= 0 exactly where its input is
+        self.negative_inputs_give_non_positive_outputs = bool(self.activation(torch.tensor([-1.0])) <= 0)
         unit_signal = {"saturating": "saturation", "rectifier": "dead"}.get(family)
         self.tags = [f"grad_signal/{n}" for n in [*self.names, output[0]]]
         for prefix in ("act_mean", "act_std", *([unit_signal] if unit_signal else [])):
@@ -84,17 +86,21 @@ class MLPSignals:
         """The captured step's signals: their tags (the same every step) and one device vector."""
         names = [*self.names, self.output[0]]
         parts = [torch.stack(torch._foreach_norm([self._grads[n] for n in names])) * self.grad_scale]
-        outputs = self._stacked("outputs", [self.activations[n] for n in self.names])
-        outputs = outputs.flatten(1)  # layer x (batch * units)
-        mean = outputs.mean(dim=1)
-        # two centred passes: a fraction of the cost of Tensor.std along a row on the CPU, and as exact
-        parts += [
-            mean,
-            torch.linalg.vector_norm(outputs - mean[:, None], dim=1) / max(outputs.shape[1] - 1, 1) ** 0.5,
-        ]
-        inputs = self._stacked("inputs", [self._inputs[n] for n in self.names])  # layer x batch x units
+        outputs = self._stacked("outputs", [self.activations[n] for n in self.names])  # layer x batch x units
+        unit_signal = None
         if self.family == "saturating":
-            parts.append((derivative(self.activation, inputs) < self.threshold).float().mean(dim=(1, 2)))
-        elif self.family == "rectifier":
-            parts.append((inputs.amax(dim=1) <= 0).float().mean(dim=1))  # <= 0 for every example
+            inputs = self._stacked("inputs", [self._inputs[n] for n in self.names])
+            unit_signal = (derivative(self.activation, inputs) < self.threshold).float().mean(dim=(1, 2))
+        elif self.family == "rectifier":  # dead: input <= 0 for every example of the batch
+            if self.negative_inputs_give_non_positive_outputs:  # so the outputs tell, as stacked
+                unit_signal = (outputs.amax(dim=1) <= 0).float().mean(dim=1)
+            else:
+                inputs = self._stacked("inputs", [self._inputs[n] for n in self.names])
+                unit_signal = (inputs.amax(dim=1) <= 0).float().mean(dim=1)
+        flat = outputs.flatten(1)  # layer x (batch * units)
+        mean = flat.mean(dim=1)
+        # centred in place (the buffer is ours), then a norm: a fraction of the cost of
+        # Tensor.std along a row on the CPU, and as exact
+        std = torch.linalg.vector_norm(flat.sub_(mean[:, None]), dim=1) / max(flat.shape[1] - 1, 1) ** 0.5
+        parts += [mean, std, *([unit_signal] if unit_signal is not None else [])]
         return self.tags, torch.cat(parts)

@@ -46,9 +46,10 @@ def columns(summary: dict) -> dict[str, Value]:
     """A run's HParams columns, from its summary: each override it was given (in a sweep, the
     swept values) typed as in its config, then its status and verdict. A null value is left
     out, so that a column keeps one type across runs (`clip.max_norm=null,1.0`)."""
-    config = OmegaConf.create(summary.get("config") or {})
+    overrides = summary.get("overrides") or []
+    config = OmegaConf.create(summary.get("config") or {}) if overrides else None
     values: dict[str, Value] = {}
-    for override in summary.get("overrides") or []:
+    for override in overrides:
         key, _, text = override.partition("=")
         key = key.lstrip("+~")
         node = OmegaConf.select(config, key, default=text, throw_on_resolution_failure=False)
