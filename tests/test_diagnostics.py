@@ -377,3 +377,27 @@ def test_histogram_rows_match_the_exact_statistics_of_each_sample():
         assert total == pytest.approx(sample.sum().item(), rel=1e-4, abs=1e-3)
         assert squares == pytest.approx(sample.square().sum().item(), rel=1e-4)
         assert counts == torch.histc(sample, BINS, low, high).tolist()
+
+
+@pytest.mark.parametrize("norm", ["none", "layernorm"])
+def test_backpropagated_signal_is_the_norm_of_the_gradient_at_each_linear_output(norm):
+    """grad_signal/<layer> = ||dL/dz|| for z = W h + b, whether the activation reads z itself
+    (one hook per layer) or a normalized z (a hook on the linear map too)."""
+    config = validate(make_config(*PROBE, "model.depth=3", f"norm={norm}"))
+    torch.manual_seed(0)
+    task = build_task(config.task, 0)
+    model = build_model(config, task)
+    names = ["001_hidden", "002_hidden", "003_hidden"]
+    signals = MLPSignals(list(zip(names, model.hidden)), ("004_output", model.output), "rectifier", 0.1)
+    x = task.x_train[:128]
+    with signals.capture():
+        model(x).square().mean().backward()
+    measured = dict(zip(*signals.values()))
+    zs, h = [], x
+    for layer in model.hidden:
+        zs.append(layer.linear(h))
+        h = layer.activation(layer.norm(zs[-1]))
+    zs.append(model.output(h))
+    grads = torch.autograd.grad(zs[-1].square().mean(), zs)
+    for name, grad in zip([*names, "004_output"], grads):
+        assert measured[f"grad_signal/{name}"].item() == pytest.approx(grad.norm().item(), rel=1e-5)

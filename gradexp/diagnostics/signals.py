@@ -65,8 +65,11 @@ class MLPSignals:
         self._grads, self._inputs, self.activations = {}, {}, {}
         handles = []
         for name, layer in self.hidden:
-            handles.append(layer.linear.register_forward_hook(partial(self._on_linear, name)))
-            handles.append(layer.activation.register_forward_hook(partial(self._on_activation, name)))
+            reads_z = isinstance(layer.norm, nn.Identity)  # the activation's input is z itself
+            if not reads_z:
+                handles.append(layer.linear.register_forward_hook(partial(self._on_linear, name)))
+            hook = partial(self._on_activation, name, reads_z)
+            handles.append(layer.activation.register_forward_hook(hook))
         handles.append(self.output[1].register_forward_hook(partial(self._on_linear, self.output[0])))
         try:
             yield
@@ -78,7 +81,10 @@ class MLPSignals:
         if z.requires_grad:
             z.register_hook(partial(self._grads.__setitem__, name))
 
-    def _on_activation(self, name: str, module: nn.Module, inputs, output: Tensor) -> None:
+    def _on_activation(self, name: str, reads_z: bool, module: nn.Module, inputs, output: Tensor) -> None:
+        """One hook per layer where there is no norm: half the hooks, each a cost per module."""
+        if reads_z:
+            self._on_linear(name, module, inputs, inputs[0])
         self._inputs[name] = inputs[0].detach()
         self.activations[name] = output.detach()
 
