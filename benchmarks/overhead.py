@@ -4,9 +4,12 @@ alternating the variants in one process so that machine noise hits them alike.
 
     python benchmarks/overhead.py [--steps 500] [--repeats 5] [--depth 20] [--width 256]
 
-Prints, per variant, the median time, the median of its per-repeat ratios to the bare loop, and
-the ratio of its fastest run to the bare loop's fastest (the most robust figure on a shared
-machine, where noise only ever adds time).
+Prints, per variant, the median time, the median of its per-repeat ratios to the bare loop, the
+ratio of its fastest run to the bare loop's fastest, and its per-step ratio: its recorded steps
+alternated one by one with bare steps on the same model. On a shared machine whose speed drifts
+by 10 to 20% over seconds, the per-step ratio is the figure that repeats from run to run; the
+fixed cost of a run (set-up, summary, final evaluation, figures) is measured apart, on one-step
+runs, and the two together give what the whole run should cost.
 Targets: <= 1.05x for gradient norms at the default interval and <= 1.15x for every layer's norm
 at every step; with the diagnostics, <= 1.1x at their default interval and <= 1.5x with every
 hook-based signal at every step (histograms stay on their coarser interval; the last row shows
@@ -17,6 +20,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +28,12 @@ from hydra import compose, initialize_config_dir
 
 from gradexp.config import CONFIG_DIR
 from gradexp.config.validate import validate
-from gradexp.engine import Batches, train
+from gradexp.engine import Batches, Run, build_run, train, train_step
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS
 from gradexp.tasks import build_task
+
+FIXED_REPEATS = 15  # one-step runs are short: more of them
 
 
 def bare_loop(cfg) -> None:
@@ -53,9 +59,57 @@ def bare_loop(cfg) -> None:
         optimizer.step()
 
 
+def bare_step(run: Run, step: int) -> None:
+    """The bare loop's step, on a gradexp run's own model, optimizer and batches."""
+    t = run.config.trainer
+    if step % t.eval_every == 0:
+        with torch.no_grad():
+            run.model.eval()
+            F.cross_entropy(run.model(run.task.x_val), run.task.y_val).item()
+            run.model.train()
+    run.optimizer.zero_grad(set_to_none=True)
+    x, y = run.batches.next()
+    F.cross_entropy(run.model(x), y).backward()
+    run.optimizer.step()
+
+
+def step_ratio(cfg) -> float:
+    """Recorded steps over bare steps, alternated one by one on the same model in one process,
+    so that the machine's noise, which drifts over seconds, hits both alike: the per-step cost
+    of recording, flushes included, without the run's fixed costs. Steps 0 to steps - 1 are
+    recorded, so every interval comes round as often as in a real run."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        run = build_run(validate(cfg), Path(run_dir), False, time.perf_counter(), None)
+        recorded = bare = 0.0
+        for step in range(run.config.trainer.steps):
+            start = time.perf_counter()
+            train_step(run, step)
+            middle = time.perf_counter()
+            bare_step(run, step)
+            recorded, bare = recorded + middle - start, bare + time.perf_counter() - middle
+        run.tensorboard.close()
+    return recorded / bare
+
+
 def gradexp_run(cfg) -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir, show_progress=False)
+
+
+def alternate(configs: dict, repeats: int) -> dict[str, list[float]]:
+    """Each variant's times over `repeats` rounds, after a warm-up round (allocator, kernels,
+    imports); each round runs every variant once, in an order rotated from round to round."""
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    names = list(configs)
+    for fn, cfg in configs.values():
+        fn(cfg)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, cfg = configs[name]
+            start = time.perf_counter()
+            fn(cfg)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -97,31 +151,42 @@ def main() -> None:
             name: (bare_loop if i == 0 else gradexp_run, compose("config", overrides=[*base, *extra]))
             for i, (name, extra) in enumerate(variants.items())
         }
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    names = list(configs)
-    for fn, cfg in configs.values():  # warm-up: allocator, kernels, imports
-        fn(cfg)
-    for r in range(args.repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
-            fn, cfg = configs[name]
-            start = time.perf_counter()
-            fn(cfg)
-            times[name].append(time.perf_counter() - start)
+        one_step = {  # the same runs cut to one step: what a run costs whatever its length
+            name: (fn, compose("config", overrides=[*base, *variants[name], "trainer.steps=1"]))
+            for name, (fn, _) in list(configs.items())[:3]
+        }
+    times = alternate(configs, args.repeats)
+    fixed = alternate(one_step, FIXED_REPEATS)
+    per_step = {name: step_ratio(cfg) for name, (_, cfg) in list(configs.items())[1:]}
 
+    names = list(configs)
     print(
         f"MLP depth {args.depth} width {args.width}, batch {args.batch_size}, {args.steps} steps, "
         f"adam, CPU with {torch.get_num_threads()} threads; median of {args.repeats} alternated runs"
     )
     fastest_bare = min(times[names[0]])
-    print(f"  {'':<58} {'median':>9}   {'ratio':>11}   {'fastest':>7}  per-repeat ratios")
+    print(f"  {'':<58} {'median':>9}   {'ratio':>11}   {'fastest':>7}  {'per step':>8}   per-repeat ratios")
     for name in names:
         # each repeat's ratio pairs runs made back to back, so slow drift of the machine cancels;
         # the fastest runs' ratio discards the repeats that a neighbour slowed down (noise only adds)
         ratios = [t / b for t, b in zip(times[name], times[names[0]])]
+        step = f"{per_step[name]:7.3f}x" if name in per_step else f"{1:7.3f}x"
         print(
             f"  {name:<58} {statistics.median(times[name]):7.3f} s   {statistics.median(ratios):5.3f}x"
-            f"   {min(times[name]) / fastest_bare:5.3f}x   {min(ratios):.3f}..{max(ratios):.3f}"
+            f"   {min(times[name]) / fastest_bare:5.3f}x  {step}   {min(ratios):.3f}..{max(ratios):.3f}"
         )
+    bare, defaults, no_figures = (statistics.median(t) for t in fixed.values())
+    print(
+        f"per step: {args.steps} recorded steps alternated one by one with bare ones on the same model, "
+        "flushes included, fixed costs not."
+    )
+    print(
+        f"fixed cost of a run (the same runs cut to one step, median of {FIXED_REPEATS}): the defaults' "
+        f"{1000 * (defaults - bare):.0f} ms, {1000 * (defaults - no_figures):.0f} ms of it the figures."
+    )
+    default = names[1]
+    expected = per_step[default] + (defaults - bare) / statistics.median(times[names[0]])
+    print(f"so a {args.steps}-step run of the defaults: {expected:.3f}x (per step, plus the fixed cost).")
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def train(
     with stop_requests() as stop:
         try:
             config = validate(cfg)
-            run = _setup(config, run_dir, show_progress, started, threads)
+            run = build_run(config, run_dir, show_progress, started, threads)
             run.identity = _identity(cfg)
             if config.trainer.resume is not None:
                 checkpoint.resume_run(run, Path(config.trainer.resume))
@@ -138,7 +138,9 @@ def train(
     return summary
 
 
-def _setup(config: RunConfig, run_dir: Path, show_progress: bool, started: float, threads: int | None) -> Run:
+def build_run(
+    config: RunConfig, run_dir: Path, show_progress: bool, started: float, threads: int | None
+) -> Run:
     """Build everything a run needs. Whatever an earlier run in this process changed (the seed,
     the thread count, CUDA's peak-memory counter) is set afresh, so jobs of a sweep run in one
     process give the numbers they would give alone."""
@@ -205,27 +207,9 @@ def _train_loop(run: Run, stop: StopRequest) -> None:
     """The steps, from a resumed run's checkpoint on; a stop request (Ctrl-C, SIGTERM) ends the
     loop between two steps, with a checkpoint."""
     t = run.config.trainer
-    clipping = run.recorder.clipping
     for step in range(run.steps_completed, t.steps):
-        if step % t.eval_every == 0:
-            _record_metrics(run, step, evaluate(run, "val"))
-        diagnose = run.diagnostics is not None and run.diagnostics.due(step)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss, batch = _forward_backward(run, run.diagnostics.watch() if diagnose else nullcontext())
-        run.recorder.measure()
-        clipped = clip_gradients(run.recorder.params, run.recorder.total_norm(), t.clip) if clipping else None
-        run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped)
-        if diagnose:
-            run.diagnostics.before_update(step, batch, run.loss)
-        run.optimizer.step()
-        run.scheduler.step()
-        if diagnose:
-            run.diagnostics.after_update()
-        run.steps_completed = step + 1
-        if run.recorder.due():
-            _write(run, run.recorder.flush())
-            if run.recorder.divergence is not None:
-                return
+        if not train_step(run, step):
+            return
         every = t.checkpoint_every
         if stop.signum is not None or (every is not None and run.steps_completed % every == 0):
             _write(run, run.recorder.flush())  # a checkpoint keeps nothing pending
@@ -233,6 +217,32 @@ def _train_loop(run: Run, stop: StopRequest) -> None:
                 return
             checkpoint.save_run(run)
         stop.check()
+
+
+def train_step(run: Run, step: int) -> bool:
+    """One optimizer update with everything recorded around it (validation, gradient norms,
+    clipping, the diagnostics when due) and, about once a second, the flush to the sinks.
+    False once a flush has found a divergence."""
+    t = run.config.trainer
+    if step % t.eval_every == 0:
+        _record_metrics(run, step, evaluate(run, "val"))
+    diagnose = run.diagnostics is not None and run.diagnostics.due(step)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss, batch = _forward_backward(run, run.diagnostics.watch() if diagnose else nullcontext())
+    run.recorder.measure()
+    clipping = run.recorder.clipping
+    clipped = clip_gradients(run.recorder.params, run.recorder.total_norm(), t.clip) if clipping else None
+    run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped)
+    if diagnose:
+        run.diagnostics.before_update(step, batch, run.loss)
+    run.optimizer.step()
+    run.scheduler.step()
+    if diagnose:
+        run.diagnostics.after_update()
+    run.steps_completed = step + 1
+    if run.recorder.due():
+        _write(run, run.recorder.flush())
+    return run.recorder.divergence is None
 
 
 def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, tuple[Tensor, Tensor]]:

@@ -29,8 +29,12 @@ def test_overhead_benchmark_prints_a_ratio_per_variant():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^  (\S.*?) +\d+\.\d+ s +(\d+\.\d+)x +(\d+\.\d+)x", result.stdout, re.MULTILINE)
-    assert [name for name, _, _ in rows] == [
+    rows = re.findall(
+        r"^  (\S.*?) +\d+\.\d+ s +(\d+\.\d+)x +(\d+\.\d+)x +(\d+\.\d+)x", result.stdout, re.MULTILINE
+    )
+    assert re.search(r"^fixed cost of a run .*: the defaults' -?\d+ ms, -?\d+ ms of it", result.stdout, re.M)
+    assert re.search(r"^so a 5-step run of the defaults: \d+\.\d+x", result.stdout, re.M)
+    assert [name for name, *_ in rows] == [
         "bare PyTorch loop",
         "gradexp defaults (norms every 10, diagnostics every 50)",
         "gradexp defaults without the end-of-run figures",
