@@ -17,6 +17,7 @@ what drawing them at every step too costs).
 """
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -73,22 +74,29 @@ def bare_step(run: Run, step: int) -> None:
     run.optimizer.step()
 
 
-def step_ratio(cfg) -> float:
+def step_ratio(cfg, passes: int) -> float:
     """Recorded steps over bare steps, alternated one by one on the same model in one process,
-    so that the machine's noise, which drifts over seconds, hits both alike: the per-step cost
-    of recording, flushes included, without the run's fixed costs. Steps 0 to steps - 1 are
-    recorded, so every interval comes round as often as in a real run."""
+    so that the machine's drift over seconds hits both alike: the per-step cost of recording,
+    flushes included, without the run's fixed costs. Steps 0 to steps - 1 are recorded, so
+    every interval comes round as often as in a real run; each step's time is the least over
+    `passes` passes, which drops the stalls a neighbour causes (noise only ever adds time)."""
+    steps = cfg.trainer.steps
+    recorded, bare = [math.inf] * steps, [math.inf] * steps
     with tempfile.TemporaryDirectory() as run_dir:
         run = build_run(validate(cfg), Path(run_dir), False, time.perf_counter(), None)
-        recorded = bare = 0.0
-        for step in range(run.config.trainer.steps):
-            start = time.perf_counter()
-            train_step(run, step)
-            middle = time.perf_counter()
-            bare_step(run, step)
-            recorded, bare = recorded + middle - start, bare + time.perf_counter() - middle
+        for _ in range(passes):
+            for step in range(steps):
+                start = time.perf_counter()
+                train_step(run, step)
+                middle = time.perf_counter()
+                bare_step(run, step)
+                end = time.perf_counter()
+                recorded[step], bare[step] = (
+                    min(recorded[step], middle - start),
+                    min(bare[step], end - middle),
+                )
         run.tensorboard.close()
-    return recorded / bare
+    return sum(recorded) / sum(bare)
 
 
 def gradexp_run(cfg) -> None:
@@ -116,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=3, help="passes of the step-by-step comparison")
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -157,7 +166,7 @@ def main() -> None:
         }
     times = alternate(configs, args.repeats)
     fixed = alternate(one_step, FIXED_REPEATS)
-    per_step = {name: step_ratio(cfg) for name, (_, cfg) in list(configs.items())[1:]}
+    per_step = {name: step_ratio(cfg, args.passes) for name, (_, cfg) in list(configs.items())[1:]}
 
     names = list(configs)
     print(
@@ -178,7 +187,7 @@ def main() -> None:
     bare, defaults, no_figures = (statistics.median(t) for t in fixed.values())
     print(
         f"per step: {args.steps} recorded steps alternated one by one with bare ones on the same model, "
-        "flushes included, fixed costs not."
+        f"each step's fastest of {args.passes} passes; flushes included, fixed costs not."
     )
     print(
         f"fixed cost of a run (the same runs cut to one step, median of {FIXED_REPEATS}): the defaults' "
