@@ -46,32 +46,31 @@ def bare_loop(cfg) -> None:
     model = build_model(c, task)
     optimizer = OPTIMIZERS[c.optimizer.name](model.parameters(), c.optimizer)
     batches = Batches(task, t.batch_size, t.seed)
-    for step in range(t.steps + 1):
-        if step % t.eval_every == 0 or step == t.steps:
-            with torch.no_grad():
-                model.eval()
-                F.cross_entropy(model(task.x_val), task.y_val).item()
-                model.train()
-        if step == t.steps:
-            break
-        optimizer.zero_grad(set_to_none=True)
-        x, y = batches.next()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
+    for step in range(t.steps):
+        bare_update(model, optimizer, task, batches, step % t.eval_every == 0)
+    validate_once(model, task)  # the final evaluation
 
 
 def bare_step(run: Run, step: int) -> None:
     """The bare loop's step, on a gradexp run's own model, optimizer and batches."""
-    t = run.config.trainer
-    if step % t.eval_every == 0:
-        with torch.no_grad():
-            run.model.eval()
-            F.cross_entropy(run.model(run.task.x_val), run.task.y_val).item()
-            run.model.train()
-    run.optimizer.zero_grad(set_to_none=True)
-    x, y = run.batches.next()
-    F.cross_entropy(run.model(x), y).backward()
-    run.optimizer.step()
+    bare_update(run.model, run.optimizer, run.task, run.batches, step % run.config.trainer.eval_every == 0)
+
+
+def bare_update(model, optimizer, task, batches: Batches, evaluate: bool) -> None:
+    """One step of the bare loop: the validation loss when due, then an update."""
+    if evaluate:
+        validate_once(model, task)
+    optimizer.zero_grad(set_to_none=True)
+    x, y = batches.next()
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def validate_once(model, task) -> None:
+    model.eval()
+    F.cross_entropy(model(task.x_val), task.y_val).item()
+    model.train()
 
 
 def step_ratio(cfg, passes: int) -> float:

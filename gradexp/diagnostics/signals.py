@@ -98,11 +98,12 @@ class MLPSignals:
             inputs = self._stacked("inputs", [self._inputs[n] for n in self.names])
             unit_signal = (derivative(self.activation, inputs) < self.threshold).float().mean(dim=(1, 2))
         elif self.family == "rectifier":  # dead: input <= 0 for every example of the batch
-            if self.negative_inputs_give_non_positive_outputs:  # so the outputs tell, as stacked
-                unit_signal = (outputs.amax(dim=1) <= 0).float().mean(dim=1)
-            else:
-                inputs = self._stacked("inputs", [self._inputs[n] for n in self.names])
-                unit_signal = (inputs.amax(dim=1) <= 0).float().mean(dim=1)
+            signs = (  # the outputs, as stacked, tell that where their signs are the inputs'
+                outputs
+                if self.negative_inputs_give_non_positive_outputs
+                else self._stacked("inputs", [self._inputs[n] for n in self.names])
+            )
+            unit_signal = (signs.amax(dim=1) <= 0).float().mean(dim=1)
         flat = outputs.flatten(1)  # layer x (batch * units)
         mean = flat.mean(dim=1)
         # centred in place (the buffer is ours), then a norm: a fraction of the cost of
