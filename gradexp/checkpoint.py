@@ -9,11 +9,11 @@ a gradexp checkpoint of this run is refused in one line.
 """
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from gradexp.atomic import write_atomic
 from gradexp.config.errors import NO_VALUE, ConfigError
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,7 @@ FORMAT = "gradexp-checkpoint/1"
 
 def save(run_dir: Path, state: dict) -> Path:
     path = run_dir / CHECKPOINT
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save({"format": FORMAT, **state}, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save({"format": FORMAT, **state}, f))
     return path
 
 

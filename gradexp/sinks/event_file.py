@@ -28,23 +28,33 @@ def _masked_crc(data: bytes) -> bytes:
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
+def record(event: Event) -> bytes:
+    """One event as a TFRecord."""
+    data = event.SerializeToString()
+    header = struct.pack("<Q", len(data))
+    return header + _masked_crc(header) + data + _masked_crc(data)
+
+
+def file_version() -> Event:
+    """The event every event file starts with."""
+    return Event(wall_time=time.time(), file_version="brain.Event:2")
+
+
 class EventFile:
     """Appends events to `events.out.tfevents.<time>.<host>.<pid>.<n>` in `folder`; what is flushed
     is readable at once, and a process killed mid-write leaves at most one truncated record at
     the end, which TensorBoard's reader skips."""
 
-    def __init__(self, folder: Path, path: Path | None = None):
+    def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         stamp = f"{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_numbers)}"
-        self.path = path or folder / f"events.out.tfevents.{stamp}"
+        self.path = folder / f"events.out.tfevents.{stamp}"
         self._file = open(self.path, "wb")
-        self.add(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.add(file_version())
         self.flush()
 
     def add(self, event: Event) -> None:
-        data = event.SerializeToString()
-        header = struct.pack("<Q", len(data))
-        self._file.write(header + _masked_crc(header) + data + _masked_crc(data))
+        self._file.write(record(event))
 
     def flush(self) -> None:
         self._file.flush()

@@ -20,7 +20,8 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from gradexp.sinks.event_file import EventFile
+from gradexp.atomic import write_atomic
+from gradexp.sinks.event_file import file_version, record
 
 # The metrics the dashboard shows for every run (summary.json keys); string results such as the
 # status and the verdict are hparam columns, since HParams metrics are numbers.
@@ -108,12 +109,11 @@ def write_experiment(folder: Path, runs: list[dict[str, Value]]) -> Path:
             for m, d in METRICS.items()
         ],
     )
-    record = _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
-    tmp = folder / f"{EXPERIMENT_FILE}.tmp"
-    events = EventFile(folder, path=tmp)
-    events.add(Event(summary=record))
-    events.close()
-    return tmp.replace(folder / EXPERIMENT_FILE)
+    summary = _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / EXPERIMENT_FILE
+    write_atomic(path, lambda f: f.write(record(file_version()) + record(Event(summary=summary))))
+    return path
 
 
 _TYPES = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64, str: api_pb2.DATA_TYPE_STRING}

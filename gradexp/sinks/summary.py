@@ -2,10 +2,10 @@
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from gradexp.atomic import write_text_atomic
 
 
 def finite_or_none(value: Any) -> Any:
@@ -21,25 +21,3 @@ def finite_or_none(value: Any) -> Any:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename over it: a reader, or a crash at any
-    moment, sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

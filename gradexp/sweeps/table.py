@@ -16,7 +16,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradexp.sinks.summary import write_json_atomic, write_text_atomic
+from gradexp.atomic import write_text_atomic
+from gradexp.sinks.summary import write_json_atomic
 
 TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
 STATUSES = ("completed", "diverged", "failed", "interrupted", "unfinished")
@@ -134,7 +135,7 @@ def _job(root: Path, run: Path) -> Job:
     status = summary.get("status", "unfinished") if summary else "unfinished"
     overrides = summary.get("overrides") if summary else None
     if overrides is None:
-        overrides = _read_overrides(run)
+        overrides = read_overrides(run) or []
     name = run.relative_to(root).as_posix()
     if not summary:
         summary = {"error": "no summary.json: the job is still running, or was killed before writing it"}
@@ -148,12 +149,13 @@ def read_summary(run: Path) -> dict:
         return {}
 
 
-def _read_overrides(run: Path) -> list[str]:
-    """Hydra's record of the job's overrides (a YAML list of `key=value`)."""
+def read_overrides(run: Path) -> list[str] | None:
+    """Hydra's record of the run's overrides (a YAML list of `key=value`); None without a
+    readable one."""
     try:
         return [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
-    except Exception:  # noqa: BLE001 (no record, or a broken one: a row without values)
-        return []
+    except Exception:  # noqa: BLE001 (no record, or a broken one)
+        return None
 
 
 def _split(overrides: list[str]) -> dict[str, str]:
