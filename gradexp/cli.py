@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gradexp.checkpoint import CHECKPOINT
 from gradexp.config import CONFIG_DIR
@@ -27,7 +27,7 @@ from gradexp.sweeps.callback import SweepCallback
 from gradexp.sweeps.naming import naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import threads_per_job
-from gradexp.sweeps.table import FINISHED, read_summary
+from gradexp.sweeps.table import FINISHED, read_overrides, read_summary
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
@@ -101,12 +101,11 @@ def resume_command_line(argv: list[str]) -> list[str]:
     if not resume:
         return argv
     run_dir = Path(resume[-1].partition("=")[2])
-    try:
-        saved = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
-    except (OSError, ValueError):
+    saved = read_overrides(run_dir)
+    if saved is None:
         raise ConfigError(
             "trainer.resume", str(run_dir), "not a gradexp run directory (no .hydra/overrides.yaml)"
-        ) from None
+        )
     kept = [o for o in saved if not o.startswith("trainer.resume=")]
     rest = [a for a in argv if not a.startswith("trainer.resume=")]
     return [*kept, *rest, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}"]
