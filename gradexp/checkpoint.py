@@ -12,13 +12,46 @@ import logging
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from gradexp.atomic import write_atomic
 from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.run_files import CHECKPOINT, FINISHED, read_summary
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "gradexp-checkpoint/1"
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The resolved config, less trainer.resume and the sweep's own settings: what makes a
+    checkpoint this run's."""
+    resolved = as_container(cfg)
+    resolved.get("trainer", {}).pop("resume", None)
+    resolved.pop("sweep", None)
+    return resolved
+
+
+def as_container(cfg: DictConfig) -> dict:
+    """The config as run; as written when it cannot be resolved (the run failed on that)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 (the summary must be written whatever the config holds)
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def check_resumable(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse, before anything is written into `run_dir`, a resume that cannot go on: a run that
+    already ran through, or one whose checkpoint is missing, unreadable or of another config.
+    A refused resume leaves the run exactly as it was."""
+    status = read_summary(run_dir).get("status")
+    if status in FINISHED:
+        raise ConfigError(
+            "trainer.resume",
+            str(run_dir),
+            f"the run has {status} (its summary.json says so): there is nothing to resume",
+            "an interrupted run's directory; start a new run with another hydra.run.dir",
+        )
+    load(run_dir, identity(cfg))
 
 
 def save(run_dir: Path, state: dict) -> Path:

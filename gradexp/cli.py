@@ -7,6 +7,9 @@ shown at the end even when jobs failed or the sweep was interrupted (when Hydra 
 end-of-multirun callback), and the exit status says whether every job ran.
 """
 
+import os
+import platform
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -16,18 +19,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradexp.checkpoint import CHECKPOINT
+import gradexp
+from gradexp import output_dir
+from gradexp.checkpoint import check_resumable
 from gradexp.config import CONFIG_DIR
-from gradexp.config.errors import ConfigError
-from gradexp.config.preflight import check_command_line
+from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.preflight import Plan, check_command_line
 from gradexp.engine import train
+from gradexp.presets import presets_text
+from gradexp.provenance import COMMAND_ENV, package_version
+from gradexp.run_files import CHECKPOINT, FINISHED, read_overrides, read_summary
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sweeps import report
 from gradexp.sweeps.callback import SweepCallback
 from gradexp.sweeps.naming import naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import threads_per_job
-from gradexp.sweeps.table import FINISHED, read_overrides, read_summary
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
@@ -36,13 +43,20 @@ EXIT_JOBS_FAILED = 1
 def main() -> None:
     """Entry point of `gradexp` and `python -m gradexp`."""
     SweepCallback.sweep_dir = None  # set again if this command line starts a sweep
+    typed = sys.argv[1:]
+    os.environ[COMMAND_ENV] = shlex.join(["gradexp", *typed])  # provenance: the command as typed
+    if _answered_here(typed):
+        return
     try:
-        argv = resume_command_line(sys.argv[1:])
-        sys.argv[1:] = argv
-        check_command_line(argv)
+        argv = resume_command_line(typed)
+        plan = check_command_line(argv)
+        if plan.runs and plan.resume and not plan.multirun:
+            check_resumable(Path(plan.job.trainer.resume), plan.job)
+        argv = [f"++{line.lstrip('+')}" if line in plan.forced else line for line in argv]
+        argv += _claim_output_dir(plan)
     except ConfigError as error:
         _fail(error)
-    sys.argv += naming_overrides(argv)
+    sys.argv[1:] = argv + naming_overrides(argv)
     try:
         _hydra_main()
     except BaseException as stopped:  # a failed or interrupted sweep still ends with its table
@@ -59,6 +73,46 @@ def main() -> None:
     table = report.finish_sweep(SweepCallback.sweep_dir)
     if table is not None and not table.all_finished():
         sys.exit(EXIT_JOBS_FAILED)
+
+
+def _answered_here(argv: list[str]) -> bool:
+    """Flags gradexp answers itself: its own version (Hydra's --version prints Hydra's), the
+    presets, and a shell-completion call that names no action (Hydra raises a traceback)."""
+    if "--version" in argv:
+        torch, hydra_core = package_version("torch"), package_version("hydra-core")
+        python = platform.python_version()
+        print(f"gradexp {gradexp.__version__} (torch {torch}, hydra-core {hydra_core}, Python {python})")
+        return True
+    if "--presets" in argv:
+        print(presets_text())
+        return True
+    completion = {"-sc", "--shell-completion"} & set(argv)
+    if completion and not any(a.split("=")[0] in ("install", "uninstall", "query") for a in argv):
+        _fail(
+            ConfigError(
+                completion.pop(),
+                NO_VALUE,
+                "says what to do: install, uninstall or query",
+                'eval "$(gradexp -sc install=bash)" (or zsh, fish); see the README',
+            )
+        )
+    return False
+
+
+def _claim_output_dir(plan: Plan) -> list[str]:
+    """Take the run or sweep directory for this process before Hydra writes into it (see
+    output_dir.py); return the override that pins Hydra to the directory taken."""
+    if not plan.runs:
+        return []
+    key = "hydra.sweep.dir" if plan.multirun else "hydra.run.dir"
+    allowed = (
+        "a new directory, or sweep.resume=true to go on with the sweep in it"
+        if plan.multirun
+        else "a new or empty directory, or trainer.resume=<dir> to go on with the run in it"
+    )
+    taken = output_dir.claim(plan.output_dir, key, plan.resume, plan.output_dir_typed, allowed)
+    quoted = str(taken).replace("\\", "\\\\").replace("'", "\\'")
+    return [] if plan.output_dir_typed else [f"{key}='{quoted}'"]
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")

@@ -3,6 +3,7 @@ command that reproduces it, the versions of what computed it, and gradexp's git 
 runs from a checkout."""
 
 import functools
+import os
 import platform
 import shlex
 import subprocess
@@ -13,12 +14,16 @@ from pathlib import Path
 import torch
 
 PACKAGES = ("gradexp", "torch", "hydra-core", "omegaconf", "numpy", "tensorboard")
+# The gradexp command as the user typed it: the CLI sets this before it rewrites its arguments (a
+# resume adds the run's own overrides); launchers that start jobs in other processes pass the
+# environment on, so each job records the command that started its sweep.
+COMMAND_ENV = "GRADEXP_COMMAND"
 
 
 def provenance(overrides: list[str], device: torch.device | None, deterministic: bool) -> dict:
     on_cuda = device is not None and device.type == "cuda"
     return {
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rerun": shlex.join(["gradexp", *overrides]),  # this run alone, whatever sweep it was in
         "versions": {"python": platform.python_version(), **_versions()},
         "git_commit": _git_commit(),
@@ -31,13 +36,14 @@ def provenance(overrides: list[str], device: torch.device | None, deterministic:
 
 @functools.cache
 def _versions() -> dict[str, str | None]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    return {name: package_version(name) for name in PACKAGES}
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 @functools.cache

@@ -12,7 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gradexp import cli
 from gradexp.config import CONFIG_DIR
+from gradexp.provenance import COMMAND_ENV
 
 # Small enough that a run takes a fraction of a second on 2 cores.
 TINY = [
@@ -52,6 +54,22 @@ def run_cli(*args: str, cwd: Path, module: bool = True) -> subprocess.CompletedP
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def run_in_process(*args: str, cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The real `gradexp` entry point, called in this process: for command lines refused before
+    Hydra runs, which need no process of their own to prove it (a tenth of the time)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["gradexp", *args])
+    monkeypatch.setenv(COMMAND_ENV, "")  # restored afterwards: main() sets it
+    capsys.readouterr()
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as stopped:
+        code = stopped.code if isinstance(stopped.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["gradexp", *args], code, out, err)
 
 
 def interrupt_once_training(

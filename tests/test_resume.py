@@ -2,12 +2,15 @@
 number; refuse, in one line, what cannot be resumed."""
 
 import random
+import shutil
+from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import interrupt_once_training, logged_steps, read_scalars, read_summary, run_cli
 
-STEPS = 1500  # long enough that the signal always comes before the end
+STEPS = 600  # long enough that the signal (at most a second after the first events) comes first
 RUN = [
     f"trainer.steps={STEPS}",
     "trainer.log_every=1",
@@ -23,51 +26,85 @@ RUN = [
 NOT_COMPARED = ("wall_time_s", "provenance", "config", "overrides")
 
 
-def test_an_interrupted_run_resumed_equals_the_run_never_interrupted(tmp_path):
-    assert run_cli(*RUN, "hydra.run.dir=whole", cwd=tmp_path).returncode == 0
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory`, byte for byte."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> Path:
+    """A run stopped by Ctrl-C at a random step, with its checkpoint, and the same run never
+    interrupted beside it ("whole"): made once, copied by the tests that change it."""
+    root = tmp_path_factory.mktemp("resume")
+    assert run_cli(*RUN, "hydra.run.dir=whole", cwd=root).returncode == 0
     stopped = interrupt_once_training(
         [*RUN, "hydra.run.dir=cut"],
-        tmp_path,
+        root,
         started="cut/events.out.tfevents.*",
-        wait=random.uniform(0.3, 2.0),  # a random step
+        wait=random.uniform(0.1, 0.8),  # a random step, well before the end
     )
     assert stopped.returncode == 130, stopped.stderr
-    cut_at = read_summary(tmp_path / "cut")["steps_completed"]
-    assert read_summary(tmp_path / "cut")["status"] == "interrupted" and cut_at < STEPS
+    summary = read_summary(root / "cut")
+    assert summary["status"] == "interrupted" and summary["steps_completed"] < STEPS
+    assert (root / "cut" / "checkpoint.pt").is_file()
+    return root
+
+
+def test_an_interrupted_run_resumed_equals_the_run_never_interrupted(interrupted, tmp_path):
+    shutil.copytree(interrupted / "cut", tmp_path / "cut")
     resumed = run_cli("trainer.resume=cut", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    whole, cut = read_summary(tmp_path / "whole"), read_summary(tmp_path / "cut")
+    whole, cut = read_summary(interrupted / "whole"), read_summary(tmp_path / "cut")
     assert {k: v for k, v in cut.items() if k not in NOT_COMPARED} == {
         k: v for k, v in whole.items() if k not in NOT_COMPARED
     }
+    assert cut["provenance"]["command"] == "gradexp trainer.resume=cut"  # as typed, not as rewritten
     # TensorBoard shows every step once, with the values of the uninterrupted run
-    assert read_scalars(tmp_path / "cut") == read_scalars(tmp_path / "whole")
+    assert read_scalars(tmp_path / "cut") == read_scalars(interrupted / "whole")
     assert logged_steps(tmp_path / "cut", "loss/train") == list(range(STEPS))
 
 
-def test_what_cannot_be_resumed_is_refused_in_one_line(tmp_path):
-    assert (
-        run_cli(*RUN, "trainer.steps=40", "hydra.run.dir=done", cwd=tmp_path).returncode == 0
-    )  # checkpoint at 40
+def test_a_refused_resume_leaves_the_run_exactly_as_it_was(interrupted):
+    """Refused before anything in the directory is written, in one line: the run can still be
+    resumed with the right command afterwards."""
+    before = snapshot(interrupted / "cut")
     cases = {
-        "nowhere": ("trainer.resume=nowhere", "not a gradexp run directory"),
-        "other config": ("trainer.resume=done", "its checkpoint is of another config (model.width differs)"),
+        "model.width=64": "its checkpoint is of another config (model.width differs)",
+        "model.depth=3": "its checkpoint is of another config (model.depth differs)",
     }
-    for name, (arg, expected) in cases.items():
-        extra = ["model.width=64"] if name == "other config" else []
-        result = run_cli(arg, *extra, cwd=tmp_path)
-        assert result.returncode == 2 and result.stderr.count("\n") == 1, (name, result.stderr)
-        assert expected in result.stderr, (name, result.stderr)
-    foreign = tmp_path / "done" / "checkpoint.pt"
-    torch.save({"model": {"weight": torch.zeros(3)}}, foreign)  # a checkpoint from elsewhere
+    for extra, expected in cases.items():
+        result = run_cli("trainer.resume=cut", extra, cwd=interrupted)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (extra, result.stderr)
+        assert expected in result.stderr and not result.stdout, (extra, result.stderr)
+        assert snapshot(interrupted / "cut") == before, extra
+
+
+def test_a_completed_run_is_not_resumed_and_stays_as_it_was(tmp_path):
+    assert run_cli(*RUN, "trainer.steps=40", "hydra.run.dir=done", cwd=tmp_path).returncode == 0
+    before = snapshot(tmp_path / "done")
     result = run_cli("trainer.resume=done", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "the run has completed" in result.stderr and "nothing to resume" in result.stderr
+    assert snapshot(tmp_path / "done") == before
+
+
+def test_what_cannot_be_resumed_is_refused_in_one_line(tmp_path):
+    result = run_cli("trainer.resume=nowhere", cwd=tmp_path)
+    assert result.returncode == 2 and "not a gradexp run directory" in result.stderr
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("- trainer.steps=40\n")
+    foreign = tmp_path / "run" / "checkpoint.pt"
+    torch.save({"model": {"weight": torch.zeros(3)}}, foreign)  # a checkpoint from elsewhere
+    result = run_cli("trainer.resume=run", cwd=tmp_path)
     assert (
         result.returncode == 2
         and "not a gradexp checkpoint" in result.stderr
         and "Traceback" not in result.stderr
     )
     foreign.write_bytes(b"\x80\x04c__builtin__\nexec\n.")  # a pickle that would run code
-    result = run_cli("trainer.resume=done", cwd=tmp_path)
+    result = run_cli("trainer.resume=run", cwd=tmp_path)
     assert (
         result.returncode == 2
         and "not a readable checkpoint" in result.stderr

@@ -1,27 +1,41 @@
 """Check a command line before Hydra runs it, so that every mistake in it is one line.
 
-Hydra reports a missing choice or key with several lines and its config search path, and a
-sweep with a bad value in its last job fails only after the other jobs ran. Here each override
-is composed and validated first: the base job (the first value of every sweep), then each other
-value of each sweep in turn.
+Hydra reports a missing choice or key with several lines and its config search path, a value
+it cannot parse with a traceback, and a sweep with a bad value in its last job fails only after
+the other jobs ran. Here each override is parsed and composed first, and the jobs of the grid
+are validated until every value has run in one of them (see `grid.py`). What the check finds
+out that the CLI needs next (where the run will write, whether it resumes, which overrides a
+combination needs forced) comes back as a `Plan`.
 """
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser  # Hydra's own CLI parser, so flags match exactly
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, ValueType
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.grid import check_grid, values_of
+from gradexp.config.hints import unknown_key_problem
 from gradexp.config.validate import validate
 
 PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
-PLUGIN_EXTRAS = {"joblib": "joblib", "slurm": "slurm", "ray_local": "ray", "optuna": "optuna"}
+# A plugin config of ours -> the Hydra plugin config it extends, and the extra that installs it.
+PLUGIN_EXTRAS = {
+    "joblib": "joblib",
+    "slurm": "slurm",
+    "submitit_local": "slurm",
+    "ray_local": "ray",
+    "optuna": "optuna",
+}
+_PLUGIN_OF = {"ray": "ray_local", "submitit_slurm": "slurm"}
 
 # Flags after which Hydra composes no job config, or composes one from elsewhere.
 _SKIP_FLAGS = (
@@ -36,15 +50,28 @@ _SKIP_FLAGS = (
 )
 
 
-def check_command_line(argv: list[str]) -> None:
-    """Raise ConfigError for the first override that cannot run; return quietly otherwise."""
+_SHAPING = ("sweep.", "trainer.resume=")  # keys that change what the CLI does, beside the groups
+
+
+@dataclass
+class Plan:
+    """What the CLI does next with a command line that passed the check."""
+
+    runs: bool = False  # False for --help, --cfg job and the like: Hydra writes nothing then
+    multirun: bool = False
+    output_dir: Path | None = None  # the run directory, or the sweep directory
+    output_dir_typed: bool = False  # given on the command line (else Hydra's dated default)
+    resume: bool = False  # trainer.resume (a run) or sweep.resume (a sweep)
+    job: DictConfig | None = None  # a single run's composed config
+    forced: set[str] = field(default_factory=set)  # overrides a combination needs as ++key=value
+
+
+def check_command_line(argv: list[str]) -> Plan:
+    """Raise ConfigError for the first override that cannot run; otherwise say what will run."""
     args, _ = get_args_parser().parse_known_args(argv)
     if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
-        return
-    try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except OverrideParseException as error:
-        raise ConfigError("override", NO_VALUE, f"cannot parse it: {_first_line(error)}") from None
+        return Plan()
+    overrides = [_parse(line) for line in args.overrides]
     plugins = [
         o.input_line
         for o in overrides
@@ -52,54 +79,126 @@ def check_command_line(argv: list[str]) -> None:
     ]
     # hydra.searchpath adds config directories (a user's own presets): every compose needs it
     searchpath = [o.input_line for o in overrides if o.key_or_group == "hydra.searchpath"]
-    outputs = [o.input_line for o in overrides if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir")]
+    outputs = [o for o in overrides if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir")]
+    for o in outputs:
+        if not str(o.value()).strip():
+            raise ConfigError(o.key_or_group, "", "empty", "a directory to write the run into")
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if sweep is not None and not args.multirun:
+        key, _, value = sweep.input_line.partition("=")
         raise ConfigError(
-            sweep.input_line.partition("=")[0],
-            sweep.input_line.partition("=")[2],
+            key,
+            value,
             "several values need --multirun (-m)",
             "one value, a quoted string ('a,b'), or add -m to sweep",
         )
     config_name = args.config_name or "config"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
+        group_options = GlobalHydra.instance().config_loader().get_group_options
         # the base job with Hydra's own config, once: the launcher, a preset's sweep, the output
         # directory (a launcher or sweeper that is not installed fails here, with its extra named)
-        base = [values[0] for values in map(_values, overrides) if values]
-        composed = _compose(config_name, searchpath + base + plugins + outputs, hydra=True)
+        first = [values[0] for values in (values_of(o, group_options) for o in overrides) if values]
+        # Hydra's own config, for the launcher, a preset's sweep, the output directory and the
+        # resume flags: from the group choices and those flags alone, so that a key that only
+        # some jobs have (a combination, see grid.py) cannot fail it
+        shaping = [line for line in first if "." not in line.partition("=")[0] or line.startswith(_SHAPING)]
+        composed = _compose(
+            config_name, searchpath + shaping + plugins + [o.input_line for o in outputs], hydra=True
+        )
         _check_launcher(composed.hydra.launcher)
         if args.multirun:
             overrides += _file_sweeps(composed.hydra.sweeper, overrides)
-        for job in _jobs(overrides):
-            cfg = _compose(config_name, searchpath + job)
-            validate(cfg)
-            _check_activation_applies(cfg, job)
-        if args.multirun:
-            _check_writable("hydra.sweep.dir", str(composed.hydra.sweep.dir))
-            _check_sweep_dir(str(composed.hydra.sweep.dir), composed.sweep.resume)
         else:
-            _check_writable("hydra.run.dir", str(composed.hydra.run.dir))
+            _check_not_a_sweep_preset(composed, overrides)
+        choices = [values_of(o, group_options) for o in overrides]
+        for o, values in zip(overrides, choices):
+            if values == []:
+                raise ConfigError(
+                    o.key_or_group, _value_text(o), "sweeps no values", "a sweep of at least one value"
+                )
+
+        def attempt(job: list[str]) -> ConfigError | None:
+            try:
+                cfg = _compose(config_name, searchpath + job)
+                validate(cfg)
+                _check_activation_applies(cfg, job)
+            except ConfigError as error:
+                return error
+            return None
+
+        forced = check_grid([values for values in choices if values is not None], attempt)
+        job = None if args.multirun else _compose(config_name, searchpath + first)
+    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    directory = str(composed.hydra.sweep.dir if args.multirun else composed.hydra.run.dir)
+    _check_writable(key, directory)
+    resume = bool(composed.sweep.resume) if args.multirun else composed.trainer.resume is not None
+    if args.multirun and resume:
+        _check_resumable_sweep(directory)
+    return Plan(
+        not args.cfg,
+        args.multirun,
+        Path(directory),
+        any(o.key_or_group == key for o in outputs),
+        resume,
+        job,
+        forced,
+    )
 
 
-def _check_sweep_dir(directory: str, resume: bool) -> None:
-    """A sweep never writes over another: an existing sweep directory is gone on with only when
-    asked (sweep.resume=true), and only if it is a gradexp sweep."""
-    path = Path(directory)
-    if not resume:
-        if path.is_dir() and any(path.iterdir()):
-            raise ConfigError(
-                "hydra.sweep.dir",
-                directory,
-                "already holds files",
-                "a new directory, or sweep.resume=true to go on with the sweep in it",
-            )
-        return
+def _parse(line: str) -> Override:
+    """One override, or a one-line error that names its key."""
+    key, _, value = line.partition("=")
     try:
-        job_name = OmegaConf.load(path / "multirun.yaml").hydra.job.name
-    except Exception:  # noqa: BLE001 (missing or unreadable: not a sweep gradexp can go on with)
-        job_name = None
-    if path.exists() and job_name != "gradexp":
+        [override] = OverridesParser.create().parse_overrides([line])
+    except OverrideParseException as error:
+        detail = _first_line(error).partition(": ")[0 if "Exception" not in _first_line(error) else 2]
+        problem = "cannot parse it" if key and value else f"cannot parse it: {detail}"
+        raise ConfigError(
+            key or "override", value if key else line, problem, _quoting_hint(key, value)
+        ) from None
+    except ValueError as error:  # Python's limit on integer digits, say
+        shown = value if len(value) <= 40 else f"{value[:12]}...{value[-12:]} ({len(value)} characters)"
+        raise ConfigError(
+            key, shown, f"cannot read it as a value: {_first_line(error).split(';')[0]}"
+        ) from None
+    return override
+
+
+def _quoting_hint(key: str, value: str) -> str | None:
+    if not key or not value:
+        return None
+    quoted = value.replace("'", "\\'")
+    return f"a value in Hydra's override syntax; text with other characters goes in quotes: {key}='{quoted}'"
+
+
+def _value_text(o: Override) -> str:
+    return o.input_line.partition("=")[2]
+
+
+def _check_not_a_sweep_preset(composed: DictConfig, overrides: list[Override]) -> None:
+    """A preset that declares a grid (its hydra.sweeper.params) is a sweep: without -m Hydra
+    would run one job of base values that is not in the grid, and say nothing."""
+    params = composed.hydra.sweeper.get("params") or {}
+    if not params:
+        return
+    chosen = next((o for o in overrides if o.key_or_group in ("experiment", "hparams_search")), None)
+    key, value = (chosen.key_or_group, _value_text(chosen)) if chosen else ("hydra.sweeper.params", NO_VALUE)
+    swept = ", ".join(str(k).lstrip("+~") for k in params)
+    raise ConfigError(
+        key,
+        value,
+        f"a sweep preset (it sweeps {swept}); a sweep runs with --multirun (-m)",
+        f"gradexp -m {key}={value}" if chosen else "gradexp -m ...",
+    )
+
+
+def _check_resumable_sweep(directory: str) -> None:
+    """An existing sweep directory is gone on with only if it is a gradexp sweep."""
+    from gradexp.run_files import is_sweep  # a reader of files, not a higher layer's logic
+
+    path = Path(directory)
+    if path.exists() and any(path.iterdir()) and not is_sweep(path):
         raise ConfigError(
             "hydra.sweep.dir", directory, "not a gradexp sweep (no gradexp multirun.yaml in it)"
         )
@@ -150,72 +249,70 @@ def _check_launcher(launcher: DictConfig) -> None:
         )
 
 
-def _jobs(overrides: list[Override]) -> list[list[str]]:
-    """Override lists that between them try every value of every sweep at least once."""
-    choices = [_values(o) for o in overrides]
-    base = [values[0] for values in choices if values]
-    jobs = [base]
-    position = 0
-    for values in choices:
-        if not values:
-            continue
-        for other in values[1:]:
-            jobs.append(base[:position] + [other] + base[position + 1 :])
-        position += 1
-    return jobs
-
-
-def _values(o: Override) -> list[str]:
-    """Each value the override can take, as 'key=value'; none for a sweep Hydra's sweeper
-    expands itself (interval, glob), whose key keeps its config value here."""
-    if o.is_delete() or not o.is_sweep_override():
-        return [o.input_line]
-    if o.value_type in (ValueType.INTERVAL_SWEEP, ValueType.GLOB_CHOICE_SWEEP):
-        return []
-    key = o.get_key_element()
-    return [f"{key}={Override._get_value_element_as_str(v)}" for v in o.sweep_iterator()]
-
-
 def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
     try:
         return compose(config_name, overrides=overrides, return_hydra_config=hydra)
     except MissingConfigException as error:
-        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
-        if group and error.options is not None:
-            allowed = ", ".join(error.options)
-            if group.startswith("hydra/"):  # a launcher or sweeper plugin, maybe not installed
-                extras = ", ".join(f"{c}: pip install 'gradexp[{e}]'" for c, e in PLUGIN_EXTRAS.items())
-                allowed += f" (plugins: {extras})"
-            raise ConfigError(group, choice, "no such choice", allowed) from None
-        raise ConfigError(config_name, NO_VALUE, _first_line(error)) from None
+        raise _missing_choice(error, config_name) from None
     except ConfigCompositionException as error:
         cause = error.__cause__
         key = getattr(cause, "full_key", None)
-        if key and "not in struct" in str(cause):
-            raise ConfigError(key, NO_VALUE, "no such key", _siblings(config_name, overrides, key)) from None
+        if key and ("not in struct" in str(cause) or "Could not override" in str(error)):
+            known = _siblings(config_name, overrides, key)
+            problem = unknown_key_problem(key, known)
+            failure = ConfigError(key, NO_VALUE, problem, ", ".join(known) or None)
+            failure.at_compose = True  # Hydra could not build the job at all (see grid.py)
+            raise failure from None
         raise ConfigError("override", NO_VALUE, _first_line(cause or error)) from None
     except ValueError as error:  # a config file Hydra cannot read (a preset someone wrote, say)
         raise ConfigError(config_name, NO_VALUE, f"cannot compose it: {_first_line(error)}") from None
 
 
-def _siblings(config_name: str, overrides: list[str], key: str) -> str:
-    """The keys that do exist beside an unknown one, from the config with the same group choices
-    but none of the key overrides (another of which may be unknown too); none if even that fails."""
+def _missing_choice(error: MissingConfigException, config_name: str) -> ConfigError:
+    """A choice with no config file: one the user mistyped, or a plugin whose extra is missing
+    (our `ray_local` extends the Ray plugin's `ray`, which only `.[ray]` installs)."""
+    group, _, choice = (error.missing_cfg_file or "").rpartition("/")
+    if not group or error.options is None:
+        if group.startswith("hydra/") and _PLUGIN_OF.get(choice, choice) in PLUGIN_EXTRAS:
+            ours = _PLUGIN_OF.get(choice, choice)
+            return _plugin_missing(group, ours)
+        return ConfigError(config_name, NO_VALUE, _first_line(error))
+    if group.startswith("hydra/") and choice in PLUGIN_EXTRAS:
+        return _plugin_missing(group, choice)
+    allowed = ", ".join(error.options)
+    if group.startswith("hydra/"):  # a launcher or sweeper plugin, maybe not installed
+        allowed += (
+            " (plugins: "
+            + ", ".join(f"{c}: pip install 'gradexp[{e}]'" for c, e in PLUGIN_EXTRAS.items())
+            + ")"
+        )
+    return ConfigError(group, choice, "no such choice", allowed)
+
+
+def _plugin_missing(group: str, choice: str) -> ConfigError:
+    extra = PLUGIN_EXTRAS[choice]
+    return ConfigError(group, choice, f"its Hydra plugin is not installed: pip install 'gradexp[{extra}]'")
+
+
+def _siblings(config_name: str, overrides: list[str], key: str) -> list[str]:
+    """The keys that do exist beside an unknown one, from the config composed without the key
+    overrides (another of which may be unknown too); none if even that fails."""
     parent = key.rpartition(".")[0]
-    choices = [o for o in overrides if "." not in o.partition("=")[0] or o.startswith("hydra.")]
+    groups = set(GlobalHydra.instance().config_loader().list_groups(""))
+    choices = [o for o in overrides if o.partition("=")[0] in groups or o.startswith("hydra.")]
     try:
         node = compose(config_name, overrides=choices)
     except Exception:  # noqa: BLE001 (a hint, not the error: the error is reported either way)
-        return ""
+        return []
     node = node.get(parent) if parent else node
-    return ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []
 
 
 def _check_activation_applies(cfg: DictConfig, job: list[str]) -> None:
-    chosen = next((o for o in job if o.split("=")[0].split(".")[0] == "activation"), None)
+    chosen = next((o for o in job if o.split("=")[0].split(".")[0].lstrip("+~") == "activation"), None)
     if chosen and cfg.model.name == "rnn":
         raise ConfigError(
-            chosen.split("=")[0],
+            chosen.split("=")[0].lstrip("+~"),
             chosen.partition("=")[2],
             "applies to model=mlp; an RNN's nonlinearity is model.cell",
             "model.cell=rnn_tanh, rnn_relu, lstm, gru",

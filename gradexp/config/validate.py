@@ -12,6 +12,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from gradexp.activations import ACTIVATIONS
 from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.hints import unknown_key_problem
 from gradexp.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, RunConfig
 from gradexp.device import device_problem
 from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES, RECURRENT_INITIALIZERS
@@ -30,7 +31,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     """Return the typed config, or raise ConfigError for the first thing wrong with it."""
     unknown = [key for key in cfg if key not in GROUPS] if isinstance(cfg, DictConfig) else []
     if unknown:
-        raise ConfigError(str(unknown[0]), NO_VALUE, "no such key", ", ".join(GROUPS))
+        raise ConfigError(
+            str(unknown[0]), NO_VALUE, unknown_key_problem(str(unknown[0]), list(GROUPS)), ", ".join(GROUPS)
+        )
     typed = RunConfig(**{group: _typed_group(cfg, group) for group in GROUPS})
     _check_finite(typed)
     _check_choices(typed)
@@ -58,8 +61,8 @@ def _typed_group(cfg: DictConfig, group: str):
         key = f"{group}.{path}" if path else group
         field_type = _field_type(schema, path) if path else None
         if isinstance(error, ConfigKeyError) or field_type is None:
-            keys = ", ".join(f.name for f in dataclasses.fields(schema))
-            raise ConfigError(key, NO_VALUE, "no such key", keys) from None
+            keys = [f.name for f in dataclasses.fields(schema)]
+            raise ConfigError(key, NO_VALUE, unknown_key_problem(key, keys), ", ".join(keys)) from None
         raise ConfigError(key, _raw_value(node, path), "wrong type", _describe(field_type)) from None
 
 
@@ -238,6 +241,15 @@ def _check_optimizer_ranges(c: RunConfig) -> None:
     _require(
         len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas, "two numbers in [0, 1)"
     )
+    if c.optimizer.name in ("adam", "adamw"):  # the first step divides lr by 1 - beta1
+        largest = FLOAT32_MAX * (1 - betas[0])
+        _require(
+            c.optimizer.lr <= largest,
+            "optimizer.lr",
+            c.optimizer.lr,
+            f"a number <= {largest:.4g} with betas[0] = {betas[0]} (Adam's first step is lr / (1 - beta1), "
+            "which must stay within float32)",
+        )
     if c.optimizer.name == "nesterov":
         _require(
             c.optimizer.momentum > 0,

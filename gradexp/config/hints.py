@@ -1,0 +1,29 @@
+"""Hints that turn "no such key" into the key the user meant: the closest spelling, or the model
+a key belongs to (`model.cell` is an RNN's key, not an MLP's)."""
+
+import dataclasses
+import difflib
+
+from gradexp.config.schema import MODEL_SCHEMAS
+
+
+def unknown_key_problem(key: str, known: list[str]) -> str:
+    """'no such key', with what the user probably meant; `known` are the keys that do exist
+    beside it (full dotted names or last parts)."""
+    parent, _, name = key.rpartition(".")
+    owners = _models_with(name) if parent == "model" else []
+    if owners:
+        return f"no such key for this model (it belongs to {' and '.join(f'model={m}' for m in owners)})"
+    names = [k.rpartition(".")[2] for k in known]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    if close:
+        return f"no such key (did you mean {f'{parent}.' if parent else ''}{close[0]}?)"
+    return "no such key"
+
+
+def _models_with(field: str) -> list[str]:
+    return [
+        name
+        for name, schema in MODEL_SCHEMAS.items()
+        if field in {f.name for f in dataclasses.fields(schema)}
+    ]
