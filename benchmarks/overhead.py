@@ -34,7 +34,7 @@ from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS
 from gradexp.tasks import build_task
 
-FIXED_REPEATS = 15  # one-step runs are short: more of them
+FIXED_REPEATS = 15  # one-step runs are short: more of them (--fixed-repeats)
 
 
 def bare_loop(cfg) -> None:
@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--fixed-repeats", type=int, default=FIXED_REPEATS, help="one-step runs per variant")
     args = parser.parse_args()
 
     base = [
@@ -164,7 +165,7 @@ def main() -> None:
             for name, (fn, _) in list(configs.items())[:3]
         }
     times = alternate(configs, args.repeats)
-    fixed = alternate(one_step, FIXED_REPEATS)
+    fixed = alternate(one_step, args.fixed_repeats)
     per_step = {name: step_ratio(cfg, args.passes) for name, (_, cfg) in list(configs.items())[1:]}
 
     names = list(configs)
@@ -189,7 +190,7 @@ def main() -> None:
         f"each step's fastest of {args.passes} passes; flushes included, fixed costs not."
     )
     print(
-        f"fixed cost of a run (the same runs cut to one step, median of {FIXED_REPEATS}): the defaults' "
+        f"fixed cost of a run (the same runs cut to one step, median of {args.fixed_repeats}): the defaults' "
         f"{1000 * (defaults - bare):.0f} ms, {1000 * (defaults - no_figures):.0f} ms of it the figures."
     )
     default = names[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 import gradexp
@@ -31,7 +31,7 @@ from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.provenance import provenance
 from gradexp.recorder import GradientRecorder
-from gradexp.sinks.console import ConsoleSink
+from gradexp.sinks.console import ConsoleSink, describe, report_text
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sinks.tensorboard import TensorBoardSink
 from gradexp.stopping import StopRequest, stop_requests
@@ -119,7 +119,7 @@ def train(
         try:
             config = validate(cfg)
             run = build_run(config, run_dir, show_progress, started, threads)
-            run.identity = _identity(cfg)
+            run.identity = checkpoint.identity(cfg)
             if config.trainer.resume is not None:
                 checkpoint.resume_run(run, Path(config.trainer.resume))
             _train_loop(run, stop)
@@ -180,7 +180,8 @@ def build_run(
         report.predict(config, model),
     )
     if run.console:
-        run.console.start(describe(run))
+        params = sum(p.numel() for p in run.model.parameters())
+        run.console.start(f"[bold]gradexp[/] {describe(config, run.device, params)}")
     return run
 
 
@@ -192,15 +193,6 @@ def _set_determinism(on: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = False
-
-
-def _identity(cfg: DictConfig) -> dict:
-    """The resolved config, less trainer.resume and the sweep's own settings: what makes a
-    checkpoint this run's."""
-    resolved = _as_container(cfg)
-    resolved.get("trainer", {}).pop("resume", None)
-    resolved.pop("sweep", None)
-    return resolved
 
 
 def _train_loop(run: Run, stop: StopRequest) -> None:
@@ -311,7 +303,7 @@ def _finish(
         log.warning("could not write the HParams records: %s", exc)
     if run is not None and run.device.type == "cuda":
         torch.cuda.empty_cache()  # the next job of a sweep starts from an empty cache
-    log.info("status %s after %d steps", status, summary["steps_completed"])
+    log.info("status %s after %d steps\n%s", status, summary["steps_completed"], report_text(summary))
     if run is not None and run.console:
         run.console.finish(summary, str(run_dir))
     return summary
@@ -388,7 +380,7 @@ def _summary(
             overrides, run.device if run else None, bool(run and run.config.trainer.deterministic)
         ),
         **(report.summarize(run.config, recorder, run.prediction) if run else {}),
-        "config": _as_container(cfg),
+        "config": checkpoint.as_container(cfg),
     }
 
 
@@ -403,26 +395,3 @@ def _first_over_last(norms: dict[str, float]) -> float | None:
 
 def _cuda_peak_mb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
-
-
-def _as_container(cfg: DictConfig) -> dict:
-    """The config as run; as written when it cannot be resolved (the run failed on that)."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 (the summary must be written whatever the config holds)
-        return OmegaConf.to_container(cfg, resolve=False)
-
-
-def describe(run: Run) -> str:
-    """One line that says what is being trained, for the top of the terminal output."""
-    c = run.config
-    if c.model.name == "mlp":
-        model = f"mlp {c.model.depth}x{c.model.width} {c.activation.name} norm={c.norm.name}"
-        model += " residual" if c.model.residual else ""
-    else:
-        model = f"rnn {c.model.cell} {c.model.num_layers}x{c.model.hidden_size}"
-    params = sum(p.numel() for p in run.model.parameters())
-    return (
-        f"[bold]gradexp[/] {model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
-        f"| task={c.task.name} | {c.trainer.steps} steps on {run.device} | {params:,} params"
-    )

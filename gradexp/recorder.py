@@ -64,6 +64,7 @@ class GradientRecorder:
         self.steps_seen = self.clipped_steps = 0  # clipping statistics over every step, logged or not
         self.first_values: dict[str, float] = {}  # every scalar tag's first and last recorded value
         self.last_values: dict[str, float] = {}
+        self.value_steps: dict[str, tuple[int, int]] = {}  # tag -> steps of its first and last value
         self.norm_history: list[tuple[int, list[float]]] = []  # (step, layer norms) per logged step
         self.vector_history: dict[str, list[tuple[int, list[float]]]] = {}
         self._zero: Tensor | None = None
@@ -132,6 +133,7 @@ class GradientRecorder:
             for tag, value in record.scalars.items():
                 self.first_values.setdefault(tag, value)
                 self.last_values[tag] = value
+                self.value_steps[tag] = (self.value_steps.get(tag, (record.step,))[0], record.step)
             if f"grad_norm/{self.layer_names[0]}" in record.scalars:
                 self.norm_history.append(
                     (record.step, [record.scalars[f"grad_norm/{n}"] for n in self.layer_names])
@@ -170,6 +172,7 @@ class GradientRecorder:
             "clipped_steps": self.clipped_steps,
             "first_values": self.first_values,
             "last_values": self.last_values,
+            "value_steps": self.value_steps,
             "norm_history": self.norm_history,
             "vector_history": self.vector_history,
         }
@@ -177,6 +180,7 @@ class GradientRecorder:
     def load_state_dict(self, state: dict) -> None:
         self.steps_seen, self.clipped_steps = state["steps_seen"], state["clipped_steps"]
         self.first_values, self.last_values = dict(state["first_values"]), dict(state["last_values"])
+        self.value_steps = {tag: tuple(steps) for tag, steps in state["value_steps"].items()}
         self.norm_history = [(step, list(norms)) for step, norms in state["norm_history"]]
         self.vector_history = {
             tag: [(step, list(v)) for step, v in history] for tag, history in state["vector_history"].items()

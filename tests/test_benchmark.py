@@ -22,6 +22,8 @@ def test_overhead_benchmark_prints_a_ratio_per_variant():
             "2",
             "--width",
             "8",
+            "--fixed-repeats",
+            "2",
         ],
         cwd=ROOT,
         capture_output=True,

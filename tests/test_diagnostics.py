@@ -401,3 +401,15 @@ def test_backpropagated_signal_is_the_norm_of_the_gradient_at_each_linear_output
     grads = torch.autograd.grad(zs[-1].square().mean(), zs)
     for name, grad in zip([*names, "004_output"], grads):
         assert measured[f"grad_signal/{name}"].item() == pytest.approx(grad.norm().item(), rel=1e-5)
+
+
+def test_the_verdict_says_when_it_was_measured_and_what_it_became(tmp_path):
+    """The 2-layer job of vanishing_sigmoid: at initialization its squared signal shrinks more
+    than 100x across the network (vanishing), yet it learns (97% accuracy), and by its last
+    diagnostic step the signal no longer vanishes. Both verdicts, with their steps."""
+    cfg = make_config("experiment=vanishing_sigmoid", "model.depth=2", "diagnostics.every=100", tiny=False)
+    s = train(cfg, tmp_path / "run", show_progress=False)
+    assert (s["verdict"], s["verdict_step"]) == ("vanishing", 0)
+    assert (s["verdict_last"], s["verdict_last_step"]) == ("stable", 299)
+    assert s["signal_factor_measured_last"] > 10 * s["signal_factor_measured"]
+    assert s["final_val_acc"] > 0.9

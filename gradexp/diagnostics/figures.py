@@ -58,7 +58,9 @@ def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> 
     return to_png(fig)
 
 
-def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -> bytes:
+def norm_against_depth(
+    layers: list[str], series: dict[str, dict[str, float]], title: str = "per-layer norms against depth"
+) -> bytes:
     """Each named series (e.g. 'grad norm, step 0') as a line over the layers, on a log scale."""
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(1, len(layers) + 1)
@@ -69,7 +71,7 @@ def norm_against_depth(layers: list[str], series: dict[str, dict[str, float]]) -
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("layer (input to output)")
     ax.set_ylabel("norm")
-    ax.set_title("per-layer norms against depth")
+    ax.set_title(title)
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     return to_png(fig)

@@ -91,19 +91,38 @@ def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -
     summary["clip_fraction"] = (
         recorder.clipped_steps / recorder.steps_seen if recorder.clipping and recorder.steps_seen else None
     )
-    factor = None
-    if config.model.name == "mlp":
-        hidden = recorder.layer_names[:-1]
-        signal = summary["grad_signal_first"]
-        norms = [signal[n] for n in hidden] if all(n in signal for n in hidden) else []
-        factor = measured_factor(norms)
-        measured_verdict = signal_verdict(norms, factor, config.model.depth) if norms else None
-    else:
-        measured_verdict = _through_time_verdict(summary["grad_through_time_ratio_first"])
-    summary["signal_factor_measured"] = factor
-    summary["verdict"] = measured_verdict
+    for when in ("first", "last"):
+        factor, measured = _measured_verdict(config, recorder, summary, when)
+        suffix = "" if when == "first" else "_last"
+        summary[f"signal_factor_measured{suffix}"] = factor
+        summary[f"verdict{suffix}"] = measured
+        summary[f"verdict{suffix}_step"] = _measured_at(recorder, when)
     summary.update(prediction)
     return summary
+
+
+def _measured_verdict(config: RunConfig, recorder: GradientRecorder, summary: dict, when: str):
+    """(the MLP's per-layer signal factor or None, the verdict) at the first or last diagnostic
+    step: from the back-propagated signal of an MLP, the gradient through time of an RNN."""
+    if config.model.name != "mlp":
+        return None, _through_time_verdict(summary[f"grad_through_time_ratio_{when}"])
+    hidden = recorder.layer_names[:-1]
+    signal = summary[f"grad_signal_{when}"]
+    norms = [signal[n] for n in hidden] if all(n in signal for n in hidden) else []
+    factor = measured_factor(norms)
+    return factor, signal_verdict(norms, factor, config.model.depth) if norms else None
+
+
+def _measured_at(recorder: GradientRecorder, when: str) -> int | None:
+    """The step of the first or last diagnostic step whose signals gave the verdict."""
+    steps = [
+        s
+        for tag, s in recorder.value_steps.items()
+        if tag.startswith(("grad_signal/", "grad_through_time_ratio/"))
+    ]
+    if not steps:
+        return None
+    return min(first for first, _ in steps) if when == "first" else max(last for _, last in steps)
 
 
 def _by_layer(values: dict[str, float], prefix: str, layers: list[str]) -> dict[str, float]:

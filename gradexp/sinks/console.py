@@ -1,18 +1,21 @@
 """The terminal: a progress bar while training, then per-layer gradient norms and the status."""
 
+import io
 import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from gradexp.recorder import StepRecord
+from gradexp.sinks.layout import PIPE_WIDTH, Column, fmt, make_console, stacked_tables
 
 
 class ConsoleSink:
     def __init__(self, steps: int, console: Console | None = None):
-        self.console = console or Console()
+        self.console = console or make_console()
         self._progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -43,43 +46,80 @@ class ConsoleSink:
 
     def finish(self, summary: dict, run_dir: str) -> None:
         self.close()
-        self.console.print(_layer_table(summary))
-        for line in _diagnosis(summary):
-            self.console.print(line)
-        self.console.print(_status_line(summary))
+        for part in run_report(summary, self.console.width):
+            self.console.print(part, highlight=False)
         shown = relative_to_cwd(run_dir)
         self.console.print(f"files:       {shown}")
         self.console.print(f"tensorboard: tensorboard --logdir {shown}")
 
 
-# Optional per-layer columns: (summary key, heading), shown when the run measured them.
+def describe(c, device: object, params: int | None) -> str:
+    """One line that says what is being trained: for the top of the terminal output, and for
+    runs compared side by side. `c` is the run's config (typed, or as summary.json keeps it)."""
+    if c.model.name == "mlp":
+        model = f"mlp {c.model.depth}x{c.model.width} {c.activation.name} norm={c.norm.name}"
+        model += " residual" if c.model.residual else ""
+    else:
+        model = f"rnn {c.model.cell} {c.model.num_layers}x{c.model.hidden_size}"
+    size = f" | {params:,} params" if params is not None else ""
+    return (
+        f"{model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
+        f"| task={c.task.name} | {c.trainer.steps} steps on {device}{size}"
+    )
+
+
+def run_report(summary: dict, width: int) -> list:
+    """What a run's end shows: the per-layer table(s), the diagnosis and the status line; also
+    what `gradexp-report <run dir>` prints again from summary.json, and what gradexp.log keeps."""
+    return [*_layer_tables(summary, width), *_diagnosis(summary), _status_line(summary)]
+
+
+def report_text(summary: dict) -> str:
+    """The run report as plain text, for the log file."""
+    console = Console(file=io.StringIO(), width=PIPE_WIDTH, color_system=None, force_terminal=False)
+    for part in run_report(summary, PIPE_WIDTH):
+        console.print(part, highlight=False)
+    return console.file.getvalue()
+
+
+# Optional per-layer columns: (summary key, heading), shown when the run measured them. "first"
+# is the first diagnostic step (step 0), "last" the last one.
 _SIGNAL_COLUMNS = [
-    ("grad_signal_first", "signal ||dL/dz|| 0"),
-    ("act_std_first", "act std 0"),
-    ("saturation_first", "saturated 0"),
-    ("saturation_last", "saturated last"),
-    ("dead_first", "dead 0"),
-    ("dead_last", "dead last"),
-    ("update_ratio_last", "update ratio last"),
+    ("grad_signal_first", "signal ||dL/dz|| {first}"),
+    ("act_std_first", "act std {first}"),
+    ("saturation_first", "saturated {first}"),
+    ("saturation_last", "saturated {last}"),
+    ("dead_first", "dead {first}"),
+    ("dead_last", "dead {last}"),
+    ("update_ratio_last", "update ratio {last}"),
 ]
 
 
-def _layer_table(summary: dict) -> Table:
+def _layer_tables(summary: dict, width: int) -> list[Table]:
+    """Per layer: the weight gradient's norm at the first and last recorded steps, their ratio
+    (a change over time, not over depth), and the signals that explain them."""
     first, last = summary["grad_norm_first"], summary["grad_norm_last"]
-    columns = [(key, heading) for key, heading in _SIGNAL_COLUMNS if summary.get(key)]
-    table = Table(title="Per layer: gradient norm (weight matrix, L2) and what explains it")
-    table.add_column("layer")
-    table.add_column("grad 0", justify="right")
-    table.add_column(f"grad {summary['last_recorded_step']}", justify="right")
-    table.add_column("last / first", justify="right")
-    for _, heading in columns:
-        table.add_column(heading, justify="right")
-    for layer in summary["layers"]:
-        a, b = first.get(layer), last.get(layer)
-        ratio = b / a if a and b is not None and math.isfinite(b) else None
-        extra = [fmt(summary[key].get(layer)) for key, _ in columns]
-        table.add_row(layer, fmt(a), fmt(b), fmt(ratio), *extra)
-    return table
+    last_step = summary["last_recorded_step"]
+    steps = {
+        "first": f"step {summary.get('verdict_step') or 0}",
+        "last": f"step {summary.get('verdict_last_step')}",
+    }
+    columns = [Column("grad step 0")]
+    cells = {layer: [fmt(first.get(layer))] for layer in summary["layers"]}
+    if last_step not in (None, 0):
+        columns += [Column(f"grad step {last_step}"), Column(f"step {last_step} / step 0")]
+        for layer, row in cells.items():
+            a, b = first.get(layer), last.get(layer)
+            ratio = b / a if a and b is not None and math.isfinite(b) else None
+            row += [fmt(b), fmt(ratio)]
+    for key, heading in _SIGNAL_COLUMNS:
+        if summary.get(key):
+            columns.append(Column(heading.format(**steps)))
+            for layer, row in cells.items():
+                row.append(fmt(summary[key].get(layer)))
+    rows = [[escape(layer), *row] for layer, row in cells.items()]
+    title = "Per layer: gradient norm (weight matrix, L2) and what explains it"
+    return stacked_tables(title, [Column("layer", right=False)], columns, rows, width)
 
 
 def _diagnosis(s: dict) -> list[str]:
@@ -98,13 +138,16 @@ def _diagnosis(s: dict) -> list[str]:
     if s.get("signal_factor_measured") is not None:
         lines.append(
             f"measured: the squared signal changes by {fmt(s['signal_factor_measured'])} per layer "
-            f"at step 0 -> {verdict}"
+            f"at step {s.get('verdict_step') or 0} -> {verdict}" + _later_verdict(s)
         )
     ratios = s.get("grad_through_time_ratio_first") or {}
     for layer, ratio in ratios.items():
         lines.append(f"gradient through time ({layer}): ||dL/dh_1|| / ||dL/dh_T|| = {fmt(ratio)} at step 0")
     if ratios:
-        lines.append(f"measured, most extreme recurrent layer -> {verdict}")
+        lines.append(
+            f"measured, most extreme recurrent layer, at step {s.get('verdict_step') or 0} -> {verdict}"
+            + _later_verdict(s)
+        )
     for layer, sigma in (s.get("spectral_norm_first") or {}).items():
         lines.append(
             f"largest singular value of {layer}: {fmt(sigma)} -> {fmt(s['spectral_norm_last'].get(layer))}"
@@ -112,6 +155,17 @@ def _diagnosis(s: dict) -> list[str]:
     if s.get("clip_fraction") is not None:
         lines.append(f"clipping: {100 * s['clip_fraction']:.0f}% of steps were clipped")
     return lines
+
+
+def _later_verdict(s: dict) -> str:
+    """The verdict at the last diagnostic step, when there is one after step 0: a network that
+    starts vanishing may have learned its way out (or into it)."""
+    step = s.get("verdict_last_step")
+    if not step or step == s.get("verdict_step") or s.get("verdict_last") is None:
+        return ""
+    factor = s.get("signal_factor_measured_last")
+    measured = f"{fmt(factor)} per layer " if factor is not None else ""
+    return f"; at step {step}: {measured}-> [bold]{s['verdict_last']}[/]"
 
 
 def relative_to_cwd(path: str) -> str:
@@ -134,11 +188,3 @@ def _status_line(s: dict) -> str:
     if s.get("error"):
         line += f"; error: {s['error']}"
     return line
-
-
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"

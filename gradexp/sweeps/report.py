@@ -1,8 +1,10 @@
-"""One comparison of a sweep's jobs: the table (sweep_table.csv and .json, and a rich table in
-the terminal) and the comparison figures (report/*.png).
+"""What `gradexp-report` and the end of a sweep print: a sweep's table (sweep_table.csv and
+.json, and the terminal) with its comparison figures (report/*.png); a saved run's report again;
+runs side by side.
 
-The CLI calls `finish_sweep` when a multirun ends, however it ends; `gradexp-report <dir>`
-(`main`) rebuilds the same from the files of any sweep or run directory, at any time.
+The CLI calls `finish_sweep` when a multirun ends, however it ends. `gradexp-report` (`main`)
+rebuilds the same from the files alone, at any time, and writes only into a sweep directory
+gradexp made: a run directory, or any other directory, is read and never written.
 """
 
 import argparse
@@ -12,25 +14,28 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table as RichTable
 
 from gradexp.activations import ACTIVATIONS
 from gradexp.config.schema import ActivationConfig
 from gradexp.diagnostics.figures import activations_and_derivatives
 from gradexp.diagnostics.theory import derivative
-from gradexp.sinks.console import fmt, relative_to_cwd
+from gradexp.run_files import is_run, is_sweep, read_summary
+from gradexp.sinks.console import relative_to_cwd, run_report
 from gradexp.sinks.hparams import columns, write_experiment
-from gradexp.sweeps import figures
-from gradexp.sweeps.table import Table, build, counts_line, write
+from gradexp.sinks.layout import Column, fmt, make_console, stacked_tables
+from gradexp.sweeps import compare, figures
+from gradexp.sweeps.table import Table, build, counts_line, resume_command, write
 
 FIGURES_DIR = "report"
+COMPARISON_FIGURE = "gradexp_comparison.png"
 _COLOURS = {"completed": "green", "diverged": "yellow"}
 _SHOWN_METRICS = (
     ("final_train_loss", "train loss"),
     ("final_val_loss", "val loss"),
     ("final_val_acc", "val acc"),
-    ("grad_ratio_first_last", "|g| first/last"),
-    ("verdict", "verdict"),
+    ("grad_ratio_first_last", "grad 1st layer / last layer"),
+    ("verdict", "verdict step 0"),
+    ("verdict_last", "verdict last"),
 )
 
 
@@ -41,10 +46,15 @@ def job_line(name: str, summary: dict, console: Console | None = None) -> None:
     if summary.get("final_val_loss") is not None:
         line += f"  val loss {fmt(summary['final_val_loss'])}"
     if summary.get("verdict"):
-        line += f"  verdict {summary['verdict']}"
+        line += f"  verdict {summary['verdict']} at step {summary.get('verdict_step') or 0}"
+        if summary.get("verdict_last") and summary.get("verdict_last_step") not in (
+            None,
+            summary.get("verdict_step"),
+        ):
+            line += f", {summary['verdict_last']} at step {summary['verdict_last_step']}"
     if summary.get("error"):
         line += f"  error: {escape(summary['error'])}"
-    (console or _console()).print(line, highlight=False)
+    (console or make_console()).print(line, highlight=False)
 
 
 def finish_sweep(root: Path | None, draw: bool = True) -> Table | None:
@@ -56,53 +66,58 @@ def finish_sweep(root: Path | None, draw: bool = True) -> Table | None:
     return table
 
 
-def show(table: Table, draw: bool = True, console: Console | None = None) -> None:
-    """Write the table's files, the HParams columns and the figures; print it all."""
+def show(table: Table, draw: bool = True, console: Console | None = None, write_files: bool = True) -> None:
+    """Print the table, and (`write_files`) write its files, the HParams columns and the figures."""
     root = table.root
-    console = console or _console()
-    write(table)
-    write_experiment(root, [columns(j.summary) for j in table.jobs if "status" in j.summary])
-    console.print(render(table))
+    console = console or make_console()
+    if write_files:
+        write(table)
+        write_experiment(root, [columns(j.summary) for j in table.jobs if "status" in j.summary])
+    for part in render(table, console.width):
+        console.print(part)
     for job in table.jobs:
         if job.error and job.status != "completed":
             console.print(f"[red]{job.status}[/] {escape(job.name)}: {escape(job.error)}", highlight=False)
     drawn = []
-    if draw and table.jobs:
+    if write_files and draw and table.jobs:
         try:
             drawn = figures.draw_all(table, root / FIGURES_DIR)
         except Exception as error:  # noqa: BLE001 (the table is written; a figure must not undo that)
             console.print(f"[red]figures not drawn:[/] {escape(str(error))}", highlight=False)
     shown = relative_to_cwd(str(root))
-    console.print(f"table:       {shown}/sweep_table.csv (and .json)")
+    if write_files:
+        console.print(f"table:       {shown}/sweep_table.csv (and .json)")
+    else:
+        console.print("not a gradexp sweep directory: the table above was written nowhere")
     if drawn:
         console.print(f"figures:     {shown}/{FIGURES_DIR}/ ({', '.join(p.name for p in drawn)})")
     console.print(f"tensorboard: tensorboard --logdir {shown}")
+    resume = resume_command(Path(shown)) if not table.all_finished() else None
+    if resume and any(j.status in ("interrupted", "unfinished") for j in table.jobs):
+        console.print(f"resume:      {escape(resume)}", highlight=False, soft_wrap=True)
     colour = "green" if table.all_finished() else "red"
     console.print(f"[bold {colour}]{counts_line(table.counts())}[/]", highlight=False)
 
 
-def _console() -> Console:
-    """The terminal's width when there is one; wide enough for the table in a log file."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
-
-
-def render(table: Table) -> RichTable:
-    shown = RichTable(
-        title=f"{len(table.jobs)} job(s)" + (f", fixed: {_fixed(table)}" if table.fixed else "")
-    )
-    shown.add_column("job", no_wrap=True)
-    shown.add_column("status")
-    for key in table.swept:
-        shown.add_column(key)
-    for _, heading in _SHOWN_METRICS:
-        shown.add_column(heading, justify="right")
+def render(table: Table, width: int = 200) -> list:
+    """The table as rich tables, stacked when it is wider than `width`; no cell is ever cut."""
+    title = f"{len(table.jobs)} job(s)" + (f", fixed: {_fixed(table)}" if table.fixed else "")
+    keys = [Column("job", right=False), Column("status", right=False)]
+    swept = [Column(key, right=False) for key in table.swept]
+    metrics = [Column(heading) for _, heading in _SHOWN_METRICS]
+    rows = []
     for job in table.jobs:
         values = [v if isinstance(v := job.summary.get(key), str) else fmt(v) for key, _ in _SHOWN_METRICS]
         status = f"[{_COLOURS.get(job.status, 'red')}]{job.status}[/]"
-        swept = [escape(job.overrides.get(k, "-")) for k in table.swept]
-        shown.add_row(escape(_short_name(job.name, table)), status, *swept, *values)
-    return shown
+        rows.append(
+            [
+                escape(_short_name(job.name, table)),
+                status,
+                *(escape(job.overrides.get(k, "-")) for k in table.swept),
+                *values,
+            ]
+        )
+    return stacked_tables(title, keys, swept + metrics, rows, width)
 
 
 def _short_name(name: str, table: Table) -> str:
@@ -130,16 +145,24 @@ def draw_activations(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """gradexp-report <dir>: the table and the figures of a sweep or run directory."""
+    """gradexp-report: a sweep's table and figures, a run's report, or runs side by side."""
     parser = argparse.ArgumentParser(
         prog="gradexp-report",
-        description="Rebuild the table (sweep_table.csv/.json) and the comparison figures "
-        "(report/*.png) of a gradexp sweep or run directory.",
+        description="With a sweep directory: rebuild its table (sweep_table.csv/.json) and comparison "
+        "figures (report/*.png). With a run directory: print its per-layer table and verdict again. "
+        "With several run directories: put them side by side, in the terminal and in a figure. "
+        "Any other directory: print the table of the runs below it, writing nothing.",
     )
     parser.add_argument(
-        "directory", type=Path, help="a sweep directory (outputs/sweeps/...) or a run directory"
+        "directories", type=Path, nargs="+", metavar="directory", help="sweep or run directories"
     )
-    parser.add_argument("--no-figures", action="store_true", help="write and show the table only")
+    parser.add_argument("--no-figures", action="store_true", help="print (and write) the tables only")
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=Path(COMPARISON_FIGURE),
+        help=f"where runs compared side by side draw their figure (default: ./{COMPARISON_FIGURE})",
+    )
     parser.add_argument(
         "--activations",
         action="store_true",
@@ -149,24 +172,64 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _report(args)
     except OSError as error:  # a directory that cannot be written, a file where a folder should be
-        print(f"gradexp-report: error: {error.filename or args.directory}: {error.strerror}", file=sys.stderr)
-        sys.exit(2)
+        _error(f"{error.filename or args.directories[0]}: {error.strerror}")
 
 
 def _report(args: argparse.Namespace) -> None:
     if args.activations:
-        path = draw_activations(args.directory)
+        path = draw_activations(args.directories[0])
         print(f"figure: {relative_to_cwd(str(path))}")
         return
-    if not args.directory.is_dir():
-        print(f"gradexp-report: error: {args.directory}: no such directory", file=sys.stderr)
-        sys.exit(2)
-    table = build(args.directory)
+    for directory in args.directories:
+        if not directory.is_dir():
+            _error(f"{directory}: no such directory")
+    if len(args.directories) > 1:
+        _compare(args.directories, None if args.no_figures else args.figure)
+        return
+    directory = args.directories[0]
+    if is_run(directory):
+        _show_run(directory)
+        return
+    table = build(directory)
     if not table.jobs:
-        print(
-            f"gradexp-report: error: {args.directory}: no gradexp runs in it "
-            "(no summary.json or .hydra/ below it)",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    show(table, draw=not args.no_figures)
+        _error(f"{directory}: no gradexp runs in it (no summary.json or .hydra/ below it)")
+    show(table, draw=not args.no_figures, write_files=is_sweep(directory))
+
+
+def _show_run(run: Path) -> None:
+    """A saved run's per-layer table, diagnosis and status, as it printed when it ended."""
+    summary = read_summary(run)
+    if not summary:
+        _error(f"{run}: no summary.json in it: the run is still going, or was killed before it wrote one")
+    console = make_console()
+    for part in run_report(summary, console.width):
+        console.print(part, highlight=False)
+    shown = relative_to_cwd(str(run))
+    console.print(f"files:       {shown}")
+    console.print(f"tensorboard: tensorboard --logdir {shown}")
+
+
+def _compare(runs: list[Path], figure_path: Path | None) -> None:
+    summaries = []
+    for run in runs:
+        if not is_run(run):
+            _error(f"{run}: not a run directory (side by side compares runs; a sweep has its own table)")
+        summaries.append(read_summary(run))
+        if not summaries[-1]:
+            _error(f"{run}: no summary.json in it: the run is still going, or was killed before it wrote one")
+    console = make_console()
+    for line in compare.legend([Path(relative_to_cwd(str(r))) for r in runs], summaries):
+        console.print(line, highlight=False)
+    for part in [
+        *compare.layer_tables(summaries, console.width),
+        *compare.outcome_table(summaries, console.width),
+    ]:
+        console.print(part)
+    if figure_path is not None:
+        figure_path.write_bytes(compare.figure(summaries))
+        console.print(f"figure:      {relative_to_cwd(str(figure_path))}")
+
+
+def _error(message: str) -> None:
+    print(f"gradexp-report: error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -7,27 +7,29 @@ A job that wrote no summary.json (killed outright, or still running) is a row to
 
 import csv
 import io
-import json
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from gradexp.atomic import write_text_atomic
+from gradexp.run_files import FINISHED, HYDRA_DIR, MULTIRUN, STATUSES, SUMMARY, read_overrides, read_summary
 from gradexp.sinks.summary import write_json_atomic
+from gradexp.sweeps.naming import EXCLUDE_KEY, RESOLVER, job_dir_name
 
 TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
-STATUSES = ("completed", "diverged", "failed", "interrupted", "unfinished")
-FINISHED = ("completed", "diverged")  # results; the other statuses mean the job did not run through
 METRICS = (
     "final_train_loss",
     "final_val_loss",
     "final_val_acc",
     "grad_ratio_first_last",
     "verdict",
+    "verdict_last",
     "chi1_predicted",
     "steps_completed",
     "diverged_step",
@@ -82,12 +84,27 @@ class Table:
 def find_jobs(root: Path) -> list[Job]:
     """Every run under `root` (or `root` itself): a directory holding summary.json, or one Hydra
     started (.hydra/) that never wrote its summary."""
-    runs = {p.parent for p in root.rglob("summary.json")} | {p.parent for p in root.rglob(".hydra")}
+    runs = {p.parent for p in root.rglob(SUMMARY)} | {p.parent for p in root.rglob(HYDRA_DIR)}
     return sorted((_job(root, run) for run in runs), key=lambda j: _natural(j.name))
 
 
 def build(root: Path) -> Table:
+    """The table of the runs under `root`, with a row (`unfinished`) for each job of the sweep's
+    grid that never started (an interrupted sweep)."""
     jobs = find_jobs(root)
+    found = {j.name for j in jobs}
+    never_started = [
+        Job(
+            root / name,
+            name,
+            "unfinished",
+            _split(overrides),
+            {"error": "never started: the sweep stopped first"},
+        )
+        for name, overrides in planned_jobs(root)
+        if name not in found
+    ]
+    jobs = sorted(jobs + never_started, key=lambda j: _natural(j.name))
     keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
     planned = planned_sweep(root)  # what the sweep meant to vary, even if one job ran
     swept = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1 or k in planned]
@@ -116,12 +133,56 @@ def planned_sweep(root: Path) -> set[str]:
     """The keys a sweep varies, from Hydra's record of it (multirun.yaml): the command line's
     sweeps and the sweeper's params."""
     try:
-        hydra = OmegaConf.load(root / "multirun.yaml").hydra
+        hydra = OmegaConf.load(root / MULTIRUN).hydra
         typed = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
         params = hydra.sweeper.get("params") or {}
     except Exception:  # noqa: BLE001 (no record, or one this version cannot read: judge by the jobs)
         return set()
     return {o.key_or_group for o in typed if o.is_sweep_override()} | {k.lstrip("+~") for k in params}
+
+
+def planned_jobs(root: Path) -> list[tuple[str, list[str]]]:
+    """Every job of the grid a sweep meant to run, as (directory name, overrides), from Hydra's
+    record of it, in the order Hydra's basic sweeper runs them; none for a sweep this cannot
+    work out (a searching sweeper, a job directory pattern of the user's own)."""
+    try:
+        hydra = OmegaConf.load(root / MULTIRUN).hydra
+        if hydra.sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+            return []
+        if RESOLVER not in str(OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")):
+            return []
+        params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides([*params, *hydra.overrides.task])
+        [grid] = BasicSweeper.split_arguments(overrides, None)
+        return [(job_dir_name(num, _dirname(job, hydra)), job) for num, job in enumerate(grid)]
+    except Exception:  # noqa: BLE001 (no record, or one this version cannot read: list what ran)
+        return []
+
+
+def _dirname(job: list[str], hydra: DictConfig) -> str:
+    """Hydra's override_dirname of a job: its overrides less the excluded keys, sorted."""
+    naming = hydra.job.config.override_dirname
+    exclude = set(naming.exclude_keys)
+    lines = sorted(
+        o.input_line for o in OverridesParser.create().parse_overrides(job) if o.key_or_group not in exclude
+    )
+    return naming.item_sep.join(lines).replace("=", naming.kv_sep)
+
+
+def resume_command(root: Path) -> str | None:
+    """The command that goes on with the sweep in `root`: its grid and launcher, in the same
+    directory, with sweep.resume=true (None when `root` is no sweep of gradexp's)."""
+    try:
+        hydra = OmegaConf.load(root / MULTIRUN).hydra
+        own = [
+            o
+            for o in hydra.overrides.hydra
+            if not o.startswith(("hydra.sweep.dir=", "hydra.mode=", EXCLUDE_KEY))
+        ]
+        task = [o for o in hydra.overrides.task if not o.startswith("sweep.resume=")]
+    except Exception:  # noqa: BLE001 (not a sweep whose record can be read)
+        return None
+    return shlex.join(["gradexp", "-m", *own, *task, f"hydra.sweep.dir={root}", "sweep.resume=true"])
 
 
 def counts_line(counts: dict[str, int]) -> str:
@@ -140,22 +201,6 @@ def _job(root: Path, run: Path) -> Job:
     if not summary:
         summary = {"error": "no summary.json: the job is still running, or was killed before writing it"}
     return Job(run, name, status, _split(overrides), summary)
-
-
-def read_summary(run: Path) -> dict:
-    try:
-        return json.loads((run / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def read_overrides(run: Path) -> list[str] | None:
-    """Hydra's record of the run's overrides (a YAML list of `key=value`); None without a
-    readable one."""
-    try:
-        return [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
-    except Exception:  # noqa: BLE001 (no record, or a broken one)
-        return None
 
 
 def _split(overrides: list[str]) -> dict[str, str]:
