@@ -34,7 +34,7 @@ from gradexp.recorder import GradientRecorder
 from gradexp.sinks.console import ConsoleSink, describe, report_text
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sinks.tensorboard import TensorBoardSink
-from gradexp.stopping import StopRequest, stop_requests
+from gradexp.stopping import RunStopped, StopRequest, stop_requests
 from gradexp.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,9 @@ def train(
             status, error = "failed", f"invalid config: {exc}"
             raise
         except Exception as exc:
+            if stop.forced is not None:  # a second signal that the code it cut short turned into
+                status = "interrupted"  # its own error (torch.save's zip writer: "unexpected pos")
+                raise RunStopped(stop.forced) from exc
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:

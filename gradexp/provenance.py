@@ -36,7 +36,9 @@ def provenance(overrides: list[str], device: torch.device | None, deterministic:
 
 @functools.cache
 def _versions() -> dict[str, str | None]:
-    return {name: package_version(name) for name in PACKAGES}
+    found = {name: package_version(name) for name in PACKAGES}
+    found["torch"] = torch.__version__  # with its build ("+cu130", "+cpu"), which the metadata may lack
+    return found
 
 
 def package_version(name: str) -> str | None:

@@ -24,6 +24,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.forced: int | None = None  # the second signal, which stops the run at once
         self._deferred = False
 
     def check(self) -> None:
@@ -37,6 +38,7 @@ class StopRequest:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None and not self._deferred:  # the second signal: stop now
+            self.forced = signum
             raise RunStopped(signum)
         self.signum = signum
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -328,3 +329,31 @@ def test_the_run_log_keeps_the_per_layer_table_and_the_verdict(tmp_path):
     assert "Per layer: gradient norm" in log and "status: completed after 20 steps" in log
     assert f"-> {summary['verdict']}" in log
     assert all(layer in log for layer in summary["layers"])
+
+
+def test_a_second_ctrl_c_during_the_checkpoint_write_is_still_an_interruption(tmp_path):
+    """The first Ctrl-C ends the step and writes a checkpoint; a second one while torch.save is
+    writing it cuts the write short, and torch's zip writer turns the KeyboardInterrupt into its
+    own RuntimeError ("unexpected pos"). That is still an interruption: exit 130, summary
+    `interrupted`, no traceback, no half-written checkpoint left behind."""
+    big = ["model.width=2048", "model.depth=4", "diagnostics=off", "diagnostics.figures=false"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gradexp", *big, "trainer.steps=1000000", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("run/events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    while not list(tmp_path.glob("run/.checkpoint.pt.*")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(0.02)  # inside torch.save
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert read_summary(tmp_path / "run")["status"] == "interrupted"
+    assert not list(tmp_path.glob("run/.checkpoint.pt.*"))
