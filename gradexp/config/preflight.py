@@ -25,8 +25,8 @@ from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.grid import check_grid, values_of
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.validate import validate
+from gradexp.run_files import is_sweep
 
-PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
 # A plugin config of ours -> the Hydra plugin config it extends, and the extra that installs it.
 PLUGIN_EXTRAS = {
     "joblib": "joblib",
@@ -62,7 +62,7 @@ class Plan:
     output_dir: Path | None = None  # the run directory, or the sweep directory
     output_dir_typed: bool = False  # given on the command line (else Hydra's dated default)
     resume: bool = False  # trainer.resume (a run) or sweep.resume (a sweep)
-    job: DictConfig | None = None  # a single run's composed config
+    job: DictConfig | None = None  # the composed config of a single run that resumes
     forced: set[str] = field(default_factory=set)  # overrides a combination needs as ++key=value
 
 
@@ -72,20 +72,50 @@ def check_command_line(argv: list[str]) -> Plan:
     if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
         return Plan()
     overrides = [_parse(line) for line in args.overrides]
-    plugins = [
-        o.input_line
-        for o in overrides
-        if o.key_or_group in PLUGIN_GROUPS or o.key_or_group.startswith(("hydra.launcher.", "hydra.sweeper."))
-    ]
     # hydra.searchpath adds config directories (a user's own presets): every compose needs it
     searchpath = [o.input_line for o in overrides if o.key_or_group == "hydra.searchpath"]
+    hydra_lines = [
+        o.input_line
+        for o in overrides
+        if o.key_or_group.startswith("hydra") and o.input_line not in searchpath
+    ]
     outputs = [o for o in overrides if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir")]
     for o in outputs:
         if not str(o.value()).strip():
             raise ConfigError(o.key_or_group, "", "empty", "a directory to write the run into")
     overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
+    _check_multirun_flag(overrides, args.multirun)
+    config_name = args.config_name or "config"
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
+        group_options = GlobalHydra.instance().config_loader().get_group_options
+        first = [values[0] for values in (values_of(o, group_options) for o in overrides) if values]
+        # Hydra's own config (the launcher, a preset's sweep, the output directory, the resume
+        # flags), from the group choices and those flags alone, so that a key only some jobs
+        # have (a combination, see grid.py) cannot fail it; a launcher or sweeper that is not
+        # installed fails here, with its extra named
+        shaping = [line for line in first if "." not in line.partition("=")[0] or line.startswith(_SHAPING)]
+        composed = _compose(config_name, searchpath + shaping + hydra_lines, hydra=True)
+        _check_launcher(composed.hydra.launcher)
+        if args.multirun:
+            overrides += _file_sweeps(composed.hydra.sweeper, overrides)
+        else:
+            _check_not_a_sweep_preset(composed, overrides)
+        forced = _check_jobs(config_name, searchpath, overrides, group_options)
+        resuming = not args.multirun and composed.trainer.resume is not None
+        job = _compose(config_name, searchpath + first) if resuming else None  # what a checkpoint must match
+    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    directory = str(composed.hydra.sweep.dir if args.multirun else composed.hydra.run.dir)
+    _check_writable(key, directory)
+    resume = bool(composed.sweep.resume) if args.multirun else composed.trainer.resume is not None
+    if args.multirun and resume:
+        _check_resumable_sweep(directory)
+    typed = any(o.key_or_group == key for o in outputs)
+    return Plan(not args.cfg, args.multirun, Path(directory), typed, resume, job, forced)
+
+
+def _check_multirun_flag(overrides: list[Override], multirun: bool) -> None:
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
-    if sweep is not None and not args.multirun:
+    if sweep is not None and not multirun:
         key, _, value = sweep.input_line.partition("=")
         raise ConfigError(
             key,
@@ -93,57 +123,30 @@ def check_command_line(argv: list[str]) -> Plan:
             "several values need --multirun (-m)",
             "one value, a quoted string ('a,b'), or add -m to sweep",
         )
-    config_name = args.config_name or "config"
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
-        group_options = GlobalHydra.instance().config_loader().get_group_options
-        # the base job with Hydra's own config, once: the launcher, a preset's sweep, the output
-        # directory (a launcher or sweeper that is not installed fails here, with its extra named)
-        first = [values[0] for values in (values_of(o, group_options) for o in overrides) if values]
-        # Hydra's own config, for the launcher, a preset's sweep, the output directory and the
-        # resume flags: from the group choices and those flags alone, so that a key that only
-        # some jobs have (a combination, see grid.py) cannot fail it
-        shaping = [line for line in first if "." not in line.partition("=")[0] or line.startswith(_SHAPING)]
-        composed = _compose(
-            config_name, searchpath + shaping + plugins + [o.input_line for o in outputs], hydra=True
-        )
-        _check_launcher(composed.hydra.launcher)
-        if args.multirun:
-            overrides += _file_sweeps(composed.hydra.sweeper, overrides)
-        else:
-            _check_not_a_sweep_preset(composed, overrides)
-        choices = [values_of(o, group_options) for o in overrides]
-        for o, values in zip(overrides, choices):
-            if values == []:
-                raise ConfigError(
-                    o.key_or_group, _value_text(o), "sweeps no values", "a sweep of at least one value"
-                )
 
-        def attempt(job: list[str]) -> ConfigError | None:
-            try:
-                cfg = _compose(config_name, searchpath + job)
-                validate(cfg)
-                _check_activation_applies(cfg, job)
-            except ConfigError as error:
-                return error
-            return None
 
-        forced = check_grid([values for values in choices if values is not None], attempt)
-        job = None if args.multirun else _compose(config_name, searchpath + first)
-    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-    directory = str(composed.hydra.sweep.dir if args.multirun else composed.hydra.run.dir)
-    _check_writable(key, directory)
-    resume = bool(composed.sweep.resume) if args.multirun else composed.trainer.resume is not None
-    if args.multirun and resume:
-        _check_resumable_sweep(directory)
-    return Plan(
-        not args.cfg,
-        args.multirun,
-        Path(directory),
-        any(o.key_or_group == key for o in outputs),
-        resume,
-        job,
-        forced,
-    )
+def _check_jobs(
+    config_name: str, searchpath: list[str], overrides: list[Override], group_options
+) -> set[str]:
+    """Validate jobs of the grid until every value has run in one (grid.py); return the
+    overrides that combinations need forced."""
+    choices = [values_of(o, group_options) for o in overrides]
+    for o, values in zip(overrides, choices):
+        if values == []:
+            raise ConfigError(
+                o.key_or_group, _value_text(o), "sweeps no values", "a sweep of at least one value"
+            )
+
+    def attempt(job: list[str]) -> ConfigError | None:
+        try:
+            cfg = _compose(config_name, searchpath + job)
+            validate(cfg)
+            _check_activation_applies(cfg, job)
+        except ConfigError as error:
+            return error
+        return None
+
+    return check_grid([values for values in choices if values is not None], attempt)
 
 
 def _parse(line: str) -> Override:
@@ -195,8 +198,6 @@ def _check_not_a_sweep_preset(composed: DictConfig, overrides: list[Override]) -
 
 def _check_resumable_sweep(directory: str) -> None:
     """An existing sweep directory is gone on with only if it is a gradexp sweep."""
-    from gradexp.run_files import is_sweep  # a reader of files, not a higher layer's logic
-
     path = Path(directory)
     if path.exists() and any(path.iterdir()) and not is_sweep(path):
         raise ConfigError(

@@ -75,9 +75,14 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
         write_experiment(root, [columns(j.summary) for j in table.jobs if "status" in j.summary])
     for part in render(table, console.width):
         console.print(part)
+    never_started = {job.name for job in table.jobs if not job.path.exists()}
     for job in table.jobs:
-        if job.error and job.status != "completed":
+        if job.error and job.status != "completed" and job.name not in never_started:
             console.print(f"[red]{job.status}[/] {escape(job.name)}: {escape(job.error)}", highlight=False)
+    if never_started:
+        console.print(
+            f"[red]unfinished[/] {len(never_started)} job(s) never started: the sweep stopped first"
+        )
     drawn = []
     if write_files and draw and table.jobs:
         try:
