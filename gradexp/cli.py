@@ -92,8 +92,8 @@ def _answered_here(argv: list[str]) -> bool:
             ConfigError(
                 completion.pop(),
                 NO_VALUE,
-                "says what to do: install, uninstall or query",
-                'eval "$(gradexp -sc install=bash)" (or zsh, fish); see the README',
+                "needs an action: install=<shell>, uninstall=<shell> or query=<shell>",
+                'bash, zsh or fish, as in eval "$(gradexp -sc install=bash)"',
             )
         )
     return False
@@ -160,8 +160,16 @@ def resume_command_line(argv: list[str]) -> list[str]:
         raise ConfigError(
             "trainer.resume", str(run_dir), "not a gradexp run directory (no .hydra/overrides.yaml)"
         )
+    typed_dir = [a.partition("=")[2] for a in argv if a.startswith("hydra.run.dir=")]
+    if typed_dir and Path(typed_dir[-1]).resolve() != run_dir.resolve():
+        raise ConfigError(
+            "hydra.run.dir",
+            typed_dir[-1],
+            f"a resume goes on in the run's own directory ({run_dir})",
+            "leave hydra.run.dir out, or start a new run there without trainer.resume",
+        )
     kept = [o for o in saved if not o.startswith("trainer.resume=")]
-    rest = [a for a in argv if not a.startswith("trainer.resume=")]
+    rest = [a for a in argv if not a.startswith(("trainer.resume=", "hydra.run.dir="))]
     return [*kept, *rest, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 

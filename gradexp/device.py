@@ -1,5 +1,6 @@
 """Which device a run trains on: `trainer.device` is auto, cpu, cuda or cuda:N."""
 
+import os
 import re
 
 import torch
@@ -27,3 +28,15 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
+
+
+def memory_bytes(spec: str) -> int | None:
+    """The memory a run on `spec` can use at most: the GPU's for CUDA, the machine's for the
+    CPU; None where it cannot be read."""
+    device = resolve_device(spec)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None

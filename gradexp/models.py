@@ -110,6 +110,24 @@ class RNN(nn.Module):
         return [block for _, w in self.layers()[:-1] for block in w.split(hidden)] + [self.output.weight]
 
 
+_GATES = {"lstm": 4, "gru": 3}  # weight blocks per recurrent layer; a vanilla cell has one
+
+
+def parameter_count(cfg: RunConfig, input_shape: tuple[int, ...], outputs: int) -> int:
+    """The number of parameters the configured network will have, as an exact Python integer
+    computed without building it (a depth of 10^4000 is a number here, not a loop)."""
+    m = cfg.model
+    if m.name == "mlp":
+        inputs = math.prod(input_shape)
+        hidden = (inputs + 1) * m.width + (m.depth - 1) * (m.width + 1) * m.width
+        norm = 2 * m.width * m.depth  # at most a scale and a shift per unit
+        return hidden + norm + (m.width + 1) * outputs
+    gates, features = _GATES.get(m.cell, 1), input_shape[-1] if len(input_shape) == 2 else 1
+    first = gates * m.hidden_size * (features + m.hidden_size + 2)
+    rest = (m.num_layers - 1) * gates * m.hidden_size * (2 * m.hidden_size + 2)
+    return first + rest + (m.hidden_size + 1) * outputs
+
+
 def build_model(cfg: RunConfig, task: Task) -> nn.Module:
     """Build the configured network for the task's shapes and initialize it."""
     if cfg.model.name == "mlp":

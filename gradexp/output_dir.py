@@ -22,6 +22,7 @@ except ImportError:  # Windows: no flock; the emptiness check still guards again
 
 _held: list[int] = []  # descriptors of the directories this process holds, open until it exits
 MAX_SIBLINGS = 100
+BUSY = "another gradexp process is writing into it"
 
 
 def claim(directory: Path, key: str, resume: bool, typed: bool, allowed: str) -> Path:
@@ -35,7 +36,10 @@ def claim(directory: Path, key: str, resume: bool, typed: bool, allowed: str) ->
         if problem is None:
             return candidate
         if typed or resume:
-            raise ConfigError(key, str(directory), problem, allowed)
+            busy = problem == BUSY
+            raise ConfigError(
+                key, str(directory), problem, "another directory, or wait until it ends" if busy else allowed
+            )
     raise ConfigError(key, str(directory), f"it and its next {MAX_SIBLINGS} siblings are taken", allowed)
 
 
@@ -55,7 +59,7 @@ def _try(directory: Path, resume: bool) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            return "another gradexp process is writing into it"
+            return BUSY
     if not resume:
         entries = sorted(p.name for p in directory.iterdir())
         if entries:

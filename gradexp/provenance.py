@@ -18,13 +18,15 @@ PACKAGES = ("gradexp", "torch", "hydra-core", "omegaconf", "numpy", "tensorboard
 # resume adds the run's own overrides); launchers that start jobs in other processes pass the
 # environment on, so each job records the command that started its sweep.
 COMMAND_ENV = "GRADEXP_COMMAND"
+HOW_IT_RAN = ("trainer.resume=", "sweep.resume=")  # overrides that say how a run went on, not what it is
 
 
 def provenance(overrides: list[str], device: torch.device | None, deterministic: bool) -> dict:
     on_cuda = device is not None and device.type == "cuda"
     return {
         "command": os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "rerun": shlex.join(["gradexp", *overrides]),  # this run alone, whatever sweep it was in
+        # this run alone, from the start, whatever sweep it was in and however often it was resumed
+        "rerun": shlex.join(["gradexp", *(o for o in overrides if not o.startswith(HOW_IT_RAN))]),
         "versions": {"python": platform.python_version(), **_versions()},
         "git_commit": _git_commit(),
         "platform": platform.platform(),

@@ -85,6 +85,14 @@ TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
 SEQUENCE_TASKS = ("adding",)
 
 
+def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int]:
+    """(one example's input shape, the number of outputs), from the config alone: what the
+    model is built for, and what the memory check sizes before anything is generated."""
+    if cfg.name == "adding":
+        return (cfg.seq_len, 2), 1
+    return (cfg.d_in,), cfg.n_classes if cfg.name == "blobs" else cfg.d_out
+
+
 def build_task(cfg: TaskConfig, seed: int) -> Task:
     """Generate the task on the CPU from its own generator, so the data is the same on every
     device and does not depend on how much the model's initialization drew from the global RNG."""

@@ -55,7 +55,9 @@ def test_numbers_are_written_compactly_and_in_full():
         "-",
         "nan",
     ]
-    assert fmt(5.71e-4) == "5.71e-4" and fmt(-3.2e-12) == "-3.2e-12"
+    assert fmt(5.71e-4) == "5.71e-4" and fmt(-3.2e-12) == "-3.2e-12" and fmt(1060.0) == "1.06e3"
+    # rounded before the form is chosen: the same number never reads two ways
+    assert fmt(9.9996e-4) == fmt(0.001) == "0.001" and fmt(999.6) == fmt(1000.0) == "1e3"
 
 
 @pytest.mark.parametrize("width", [60, 80, 120])
@@ -82,9 +84,12 @@ def test_the_ratio_over_time_and_the_ratio_over_depth_are_named_apart(runs, tmp_
     summary = read_summary(runs / "small")
     text = rendered(run_report(summary, 200), 200)
     assert "grad step 0" in text and "grad step 29" in text and "step 29 / step 0" in text
-    one_step = train(make_config("trainer.steps=1"), tmp_path / "probe", show_progress=False)
+    one_step = train(
+        make_config("trainer.steps=1", "activation=tanh"), tmp_path / "probe", show_progress=False
+    )
     text = rendered(run_report(one_step, 200), 200)
-    assert text.count("grad step 0") == 1 and "/ step 0" not in text  # one step: one column
+    assert text.count("grad step 0") == 1 and "/ step 0" not in text  # one step: one column each
+    assert text.count("saturated step 0") == 1 and "status: completed after 1 step;" in text
 
 
 def test_piped_output_is_laid_out_wide_not_at_80_columns(tmp_path):

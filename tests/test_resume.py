@@ -61,6 +61,8 @@ def test_an_interrupted_run_resumed_equals_the_run_never_interrupted(interrupted
         k: v for k, v in whole.items() if k not in NOT_COMPARED
     }
     assert cut["provenance"]["command"] == "gradexp trainer.resume=cut"  # as typed, not as rewritten
+    assert "resume" not in cut["provenance"]["rerun"]  # the run from the start, which it equals
+    assert cut["provenance"]["rerun"] == whole["provenance"]["rerun"]
     # TensorBoard shows every step once, with the values of the uninterrupted run
     assert read_scalars(tmp_path / "cut") == read_scalars(interrupted / "whole")
     assert logged_steps(tmp_path / "cut", "loss/train") == list(range(STEPS))
@@ -73,12 +75,14 @@ def test_a_refused_resume_leaves_the_run_exactly_as_it_was(interrupted):
     cases = {
         "model.width=64": "its checkpoint is of another config (model.width differs)",
         "model.depth=3": "its checkpoint is of another config (model.depth differs)",
+        "hydra.run.dir=elsewhere": "hydra.run.dir=elsewhere: a resume goes on in the run's own directory",
     }
     for extra, expected in cases.items():
         result = run_cli("trainer.resume=cut", extra, cwd=interrupted)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (extra, result.stderr)
         assert expected in result.stderr and not result.stdout, (extra, result.stderr)
         assert snapshot(interrupted / "cut") == before, extra
+    assert not (interrupted / "elsewhere").exists()
 
 
 def test_a_completed_run_is_not_resumed_and_stays_as_it_was(tmp_path):

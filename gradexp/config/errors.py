@@ -12,6 +12,9 @@ class ConfigError(ValueError):
         super().__init__(message + (f"; allowed: {allowed}" if allowed else ""))
 
 
+LONGEST_SHOWN = 40  # characters of a value shown whole; a longer one is shown by its ends
+
+
 def _show(value: object) -> str | None:
     if value is _NO_VALUE:
         return None
@@ -19,9 +22,12 @@ def _show(value: object) -> str | None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    text = str(value)  # config integers have at most 4300 digits: Python's parser refuses more
+    if len(text) > LONGEST_SHOWN:
+        return f"{text[:12]}...{text[-12:]} ({len(text)} characters)"
     if isinstance(value, str) and _reads_as_non_string(value):
         return repr(value)  # the string 'null' is not null: show which one the user gave
-    return str(value)
+    return text
 
 
 def _reads_as_non_string(text: str) -> bool:

@@ -161,9 +161,8 @@ def _parse(line: str) -> Override:
             key or "override", value if key else line, problem, _quoting_hint(key, value)
         ) from None
     except ValueError as error:  # Python's limit on integer digits, say
-        shown = value if len(value) <= 40 else f"{value[:12]}...{value[-12:]} ({len(value)} characters)"
         raise ConfigError(
-            key, shown, f"cannot read it as a value: {_first_line(error).split(';')[0]}"
+            key, value, f"cannot read it as a value: {_first_line(error).split(';')[0]}"
         ) from None
     return override
 
@@ -282,17 +281,24 @@ def _missing_choice(error: MissingConfigException, config_name: str) -> ConfigEr
         return _plugin_missing(group, choice)
     allowed = ", ".join(error.options)
     if group.startswith("hydra/"):  # a launcher or sweeper plugin, maybe not installed
-        allowed += (
-            " (plugins: "
-            + ", ".join(f"{c}: pip install 'gradexp[{e}]'" for c, e in PLUGIN_EXTRAS.items())
-            + ")"
-        )
+        extras = ", ".join(f"{choice}: [{extra}]" for choice, extra in PLUGIN_EXTRAS.items())
+        allowed += f" (more with gradexp's extras, {extras}: {install_hint('<extra>')})"
     return ConfigError(group, choice, "no such choice", allowed)
 
 
 def _plugin_missing(group: str, choice: str) -> ConfigError:
-    extra = PLUGIN_EXTRAS[choice]
-    return ConfigError(group, choice, f"its Hydra plugin is not installed: pip install 'gradexp[{extra}]'")
+    return ConfigError(
+        group, choice, f"its Hydra plugin is not installed: {install_hint(PLUGIN_EXTRAS[choice])}"
+    )
+
+
+def install_hint(extra: str) -> str:
+    """How to add one of gradexp's extras: from the checkout it runs from, when it runs from one.
+    Not `pip install gradexp[...]`: gradexp is not on PyPI, where that name is another project's."""
+    root = CONFIG_DIR.parent
+    if (root / "pyproject.toml").is_file():
+        return f"pip install -e '{root}[{extra}]'"
+    return f"install gradexp again with its '{extra}' extra, from where you installed it (gradexp[{extra}])"
 
 
 def _siblings(config_name: str, overrides: list[str], key: str) -> list[str]:

@@ -14,15 +14,16 @@ from gradexp.activations import ACTIVATIONS
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, RunConfig
-from gradexp.device import device_problem
+from gradexp.device import device_problem, memory_bytes, resolve_device
 from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES, RECURRENT_INITIALIZERS
-from gradexp.models import RNN_CELLS
+from gradexp.models import RNN_CELLS, parameter_count
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.sweeps.objective import OBJECTIVES
-from gradexp.tasks import TASKS
+from gradexp.tasks import TASKS, data_shape
 
 GROUPS = ("model", *GROUP_SCHEMAS)
+EVAL_CHUNK = 1024  # examples per forward pass when the engine evaluates a split
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 MAX_SEED = 2**32 - 1  # what every seeding API (torch, numpy) accepts
 
@@ -307,3 +308,58 @@ def _check_combinations(c: RunConfig) -> None:
     problem = device_problem(c.trainer.device)
     if problem is not None:
         raise ConfigError("trainer.device", c.trainer.device, *problem)
+    _check_fits_in_memory(c)
+
+
+BYTES_PER_PARAMETER = 16  # float32 weight, gradient and two optimizer moments (Adam's)
+
+
+def _check_fits_in_memory(c: RunConfig) -> None:
+    """A run whose model, data or activations could never fit in the device's memory is
+    refused here, in one line naming the key that makes it so: built, it would fail with a
+    traceback from the allocator, or build layers until the machine runs out of memory."""
+    limit = memory_bytes(c.trainer.device)
+    if limit is None:
+        return
+    input_shape, outputs = data_shape(c.task)
+    m = c.model
+    size_keys = ("depth", "width") if m.name == "mlp" else ("hidden_size", "num_layers")
+    units = m.width * m.depth if m.name == "mlp" else m.hidden_size * m.num_layers * input_shape[0]
+    per_step = max(c.trainer.batch_size, min(c.task.n_val, EVAL_CHUNK))
+    model_key = _largest(c, "model", size_keys)
+    parts = [  # (the key that drives the part, its bytes)
+        (model_key, BYTES_PER_PARAMETER * parameter_count(c, input_shape, outputs)),
+        (
+            _largest(c, "task", ("n_train", "n_val", "d_in", "seq_len")),
+            4 * (c.task.n_train + c.task.n_val) * (math.prod(input_shape) + outputs),
+        ),
+        # activations, their gradients and the diagnostics' copies: a batch's rows by the model's units
+        ("trainer.batch_size" if per_step >= units else model_key, 16 * per_step * units),
+    ]
+    total = sum(size for _, size in parts)
+    if total > limit:
+        key = max(parts, key=lambda part: part[1])[0]
+        group, _, name = key.partition(".")
+        value = getattr(getattr(c, group), name)
+        where = "the GPU" if resolve_device(c.trainer.device).type == "cuda" else "this machine"
+        raise ConfigError(
+            key,
+            value,
+            f"out of range: the run would need about {_bytes(total)} of memory; {where} has {_bytes(limit)}",
+            "a model, a data set and a batch that fit in memory",
+        )
+
+
+def _largest(c: RunConfig, group: str, names: tuple[str, ...]) -> str:
+    """The key, of those named, with the largest value: the one that makes a part large."""
+    node = getattr(c, group)
+    return f"{group}.{max(names, key=lambda n: getattr(node, n))}"
+
+
+def _bytes(count: int) -> str:
+    if count >= 1024**6:
+        return f"10^{len(str(count)) - 1} bytes"
+    for unit, size in (("PiB", 1024**5), ("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"

@@ -12,6 +12,7 @@ from gradexp.diagnostics import figures
 from gradexp.diagnostics.theory import measured_factor, predict_chi1, signal_verdict, verdict
 from gradexp.models import MLP
 from gradexp.recorder import GradientRecorder
+from gradexp.sinks.layout import fmt
 
 # Per-layer signals whose first and last values go into summary.json as <prefix>_first/_last.
 SIGNALS = (
@@ -55,7 +56,7 @@ def predict(config: RunConfig, model: nn.Module) -> dict:
         biases.mean().item(),
         biases.var().item() if biases.numel() > 1 else 0.0,
     )
-    note = f"sigma_w^2 = {sigma_w2:.3g}, q* = {prediction.q_star:.3g}"
+    note = f"sigma_w^2 = {fmt(sigma_w2)}, q* = {fmt(prediction.q_star)}"
     if prediction.forward_explodes:
         note += "; the forward variance has no fixed point (activations grow without bound)"
     return {

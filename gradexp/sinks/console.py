@@ -112,7 +112,11 @@ def _layer_tables(summary: dict, width: int) -> list[Table]:
             a, b = first.get(layer), last.get(layer)
             ratio = b / a if a and b is not None and math.isfinite(b) else None
             row += [fmt(b), fmt(ratio)]
+    one_diagnostic_step = summary.get("verdict_last_step") == summary.get("verdict_step")
     for key, heading in _SIGNAL_COLUMNS:
+        twin = key.replace("_last", "_first")
+        if one_diagnostic_step and twin != key and summary.get(twin):
+            continue  # the last diagnostic step is the first: its column is there already
         if summary.get(key):
             columns.append(Column(heading.format(**steps)))
             for layer, row in cells.items():
@@ -178,7 +182,8 @@ def relative_to_cwd(path: str) -> str:
 
 def _status_line(s: dict) -> str:
     colour = {"completed": "green", "diverged": "yellow"}.get(s["status"], "red")
-    line = f"status: [bold {colour}]{s['status']}[/] after {s['steps_completed']} steps"
+    steps = s["steps_completed"]
+    line = f"status: [bold {colour}]{s['status']}[/] after {steps} step{'' if steps == 1 else 's'}"
     if s["status"] == "diverged":
         line += f"; non-finite at step {s['diverged_step']} (first layer: {s['first_nonfinite_layer']})"
     if s.get("final_val_loss") is not None:

@@ -1,7 +1,7 @@
 """Tables for the terminal that never cut a number or a name.
 
 rich shrinks a table that is wider than the console by cutting its cells (`5.71…` for 5.71e-03,
-`001_h…` for a layer). Here numbers are written compactly (`5.71e-3`), each column is as wide as
+`001_h…` for a layer). Here numbers are written compactly (`5.71e-4`), each column is as wide as
 its longest cell, and columns that do not fit beside the key columns (the layer, the job) go
 into a further table below, which repeats the key columns: a stacked layout, chosen by width.
 Output that is not a terminal (a pipe, a file, a log) is laid out at least as wide as a wide
@@ -20,7 +20,8 @@ PIPE_WIDTH = 200  # columns for output that is not a terminal
 
 
 def fmt(value: float | None) -> str:
-    """Three significant digits, in at most 9 characters: 0.0146, 52.3, 5.71e-3, 2.91e-19, 1.2e6."""
+    """Three significant digits, in at most 9 characters: 0.0146, 52.3, 5.71e-4, 2.91e-19, 1.2e6;
+    plain from 0.001 to 999, powers of ten outside."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -29,9 +30,9 @@ def fmt(value: float | None) -> str:
         return str(value)
     if value == 0:
         return "0"
-    if 1e-3 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    mantissa, exponent = f"{value:.2e}".split("e")
+    mantissa, exponent = f"{value:.2e}".split("e")  # rounded first, so 9.9996e-4 reads as 0.001
+    if -3 <= int(exponent) < 3:
+        return f"{float(f'{mantissa}e{exponent}'):.3g}"
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 

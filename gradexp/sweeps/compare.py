@@ -44,9 +44,9 @@ def layer_tables(summaries: list[dict], width: int) -> list[Table]:
     layers = list(dict.fromkeys(layer for s in summaries for layer in s.get("layers", [])))
     columns, cells = [], {layer: [] for layer in layers}
     for key, heading in _PER_LAYER:
-        if not any(s.get(key) for s in summaries):
-            continue
         for label, s in zip(labels(len(summaries)), summaries):
+            if not s.get(key) or _repeats_first(s, key):
+                continue
             columns.append(Column(f"{label} {heading.format(**_steps(s))}"))
             for layer in layers:
                 cells[layer].append(fmt((s.get(key) or {}).get(layer)))
@@ -100,6 +100,13 @@ def figure(summaries: list[dict]) -> bytes:
     return figures.norm_against_depth(
         layers, series, title="runs compared: per-layer norms at initialization"
     )
+
+
+def _repeats_first(s: dict, key: str) -> bool:
+    """A run's `_last` values measured at the same step as its `_first` ones (a one-step run)."""
+    if key == "grad_norm_last":
+        return s.get("last_recorded_step") in (None, 0)
+    return key == "grad_signal_last" and s.get("verdict_last_step") == s.get("verdict_step")
 
 
 def _steps(s: dict) -> dict:

@@ -78,7 +78,8 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
     never_started = {job.name for job in table.jobs if not job.path.exists()}
     for job in table.jobs:
         if job.error and job.status != "completed" and job.name not in never_started:
-            console.print(f"[red]{job.status}[/] {escape(job.name)}: {escape(job.error)}", highlight=False)
+            first_line = job.error.strip().splitlines()[0] if job.error.strip() else job.error
+            console.print(f"[red]{job.status}[/] {escape(job.name)}: {escape(first_line)}", highlight=False)
     if never_started:
         console.print(
             f"[red]unfinished[/] {len(never_started)} job(s) never started: the sweep stopped first"
@@ -96,6 +97,8 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
         console.print("not a gradexp sweep directory: the table above was written nowhere")
     if drawn:
         console.print(f"figures:     {shown}/{FIGURES_DIR}/ ({', '.join(p.name for p in drawn)})")
+    elif write_files and not draw:
+        console.print(f"figures:     not drawn; gradexp-report {shown} draws them")
     console.print(f"tensorboard: tensorboard --logdir {shown}")
     resume = resume_command(Path(shown)) if not table.all_finished() else None
     if resume and any(j.status in ("interrupted", "unfinished") for j in table.jobs):

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from gradexp.atomic import write_text_atomic
+from gradexp.provenance import HOW_IT_RAN
 from gradexp.run_files import FINISHED, HYDRA_DIR, MULTIRUN, STATUSES, SUMMARY, read_overrides, read_summary
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sweeps.naming import EXCLUDE_KEY, RESOLVER, job_dir_name
@@ -204,7 +205,8 @@ def _job(root: Path, run: Path) -> Job:
 
 
 def _split(overrides: list[str]) -> dict[str, str]:
-    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    """key -> value, less the overrides that say how a job went on (a resume), not what it is."""
+    pairs = (o.split("=", 1) for o in overrides if "=" in o and not o.startswith(HOW_IT_RAN))
     return {key.lstrip("+~"): value for key, value in pairs}
 
 
