@@ -30,12 +30,10 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def memory_bytes(spec: str) -> int | None:
-    """The memory a run on `spec` can use at most: the GPU's for CUDA, the machine's for the
-    CPU; None where it cannot be read."""
-    device = resolve_device(spec)
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device.index or 0).total_memory
+def host_memory_bytes() -> int | None:
+    """The machine's memory, which every run needs: the task and the model are built on the
+    host before they move to a GPU. None where it cannot be read. (Asking a GPU for its memory
+    would initialize CUDA in the process that checks the command line.)"""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not a POSIX system

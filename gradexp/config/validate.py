@@ -14,7 +14,7 @@ from gradexp.activations import ACTIVATIONS
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, RunConfig
-from gradexp.device import device_problem, memory_bytes, resolve_device
+from gradexp.device import device_problem, host_memory_bytes
 from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES, RECURRENT_INITIALIZERS
 from gradexp.models import RNN_CELLS, parameter_count
 from gradexp.norms import NORMS
@@ -315,10 +315,11 @@ BYTES_PER_PARAMETER = 16  # float32 weight, gradient and two optimizer moments (
 
 
 def _check_fits_in_memory(c: RunConfig) -> None:
-    """A run whose model, data or activations could never fit in the device's memory is
+    """A run whose model, data or activations could never fit in the machine's memory is
     refused here, in one line naming the key that makes it so: built, it would fail with a
-    traceback from the allocator, or build layers until the machine runs out of memory."""
-    limit = memory_bytes(c.trainer.device)
+    traceback from the allocator, or build layers until the machine runs out of memory. (On a
+    GPU with less memory than the machine, a run can still run out of the GPU's.)"""
+    limit = host_memory_bytes()
     if limit is None:
         return
     input_shape, outputs = data_shape(c.task)
@@ -341,11 +342,11 @@ def _check_fits_in_memory(c: RunConfig) -> None:
         key = max(parts, key=lambda part: part[1])[0]
         group, _, name = key.partition(".")
         value = getattr(getattr(c, group), name)
-        where = "the GPU" if resolve_device(c.trainer.device).type == "cuda" else "this machine"
         raise ConfigError(
             key,
             value,
-            f"out of range: the run would need about {_bytes(total)} of memory; {where} has {_bytes(limit)}",
+            f"out of range: the run would need about {_bytes(total)} of memory; "
+            f"this machine has {_bytes(limit)}",
             "a model, a data set and a batch that fit in memory",
         )
 
