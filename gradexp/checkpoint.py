@@ -9,6 +9,8 @@ a gradexp checkpoint of this run is refused in one line.
 """
 
 import logging
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,7 +53,7 @@ def check_resumable(run_dir: Path, cfg: DictConfig) -> None:
             f"the run has {status} (its summary.json says so): there is nothing to resume",
             "an interrupted run's directory; start a new run with another hydra.run.dir",
         )
-    load(run_dir, identity(cfg))
+    load(run_dir, identity(cfg), mmap=True)
 
 
 def save(run_dir: Path, state: dict) -> Path:
@@ -60,16 +62,22 @@ def save(run_dir: Path, state: dict) -> Path:
     return path
 
 
-def load(run_dir: Path, config: dict) -> dict:
+def load(run_dir: Path, config: dict, mmap: bool = False) -> dict:
     """The checkpoint in `run_dir`, if it is gradexp's and was written by a run of `config`
-    (the resolved config, trainer.resume aside)."""
+    (the resolved config, trainer.resume aside). With `mmap` the tensors stay on disk until
+    read: the CLI's check reads the format and the config, and the run loads the rest."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise ConfigError("trainer.resume", str(run_dir), f"no {CHECKPOINT} in it", "a gradexp run directory")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns of a foreign file's pickle protocol: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except Exception as error:  # noqa: BLE001 (any unreadable file is the same mistake to the user)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if mmap:  # mmap refuses a file that is no torch.save zip at all: say why it is unreadable
+            return load(run_dir, config)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch's message carries terminal colours
+        first = text.splitlines()[0] if text else type(error).__name__
         raise ConfigError("trainer.resume", str(path), f"not a readable checkpoint ({first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(

@@ -8,7 +8,6 @@ end-of-multirun callback), and the exit status says whether every job ran.
 """
 
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -27,7 +26,7 @@ from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.preflight import Plan, check_command_line
 from gradexp.engine import train
 from gradexp.presets import presets_text
-from gradexp.provenance import COMMAND_ENV, package_version
+from gradexp.provenance import COMMAND_ENV, versions
 from gradexp.run_files import CHECKPOINT, FINISHED, read_overrides, read_summary
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sweeps import report
@@ -79,9 +78,9 @@ def _answered_here(argv: list[str]) -> bool:
     """Flags gradexp answers itself: its own version (Hydra's --version prints Hydra's), the
     presets, and a shell-completion call that names no action (Hydra raises a traceback)."""
     if "--version" in argv:
-        torch, hydra_core = package_version("torch"), package_version("hydra-core")
-        python = platform.python_version()
-        print(f"gradexp {gradexp.__version__} (torch {torch}, hydra-core {hydra_core}, Python {python})")
+        v = versions()
+        parts = f"torch {v['torch']}, hydra-core {v['hydra-core']}, Python {v['python']}"
+        print(f"gradexp {gradexp.__version__} ({parts})")
         return True
     if "--presets" in argv:
         print(presets_text())

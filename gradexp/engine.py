@@ -23,7 +23,7 @@ from gradexp.activations import FAMILIES
 from gradexp.clipping import clip_gradients
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import RunConfig
-from gradexp.config.validate import validate
+from gradexp.config.validate import EVAL_CHUNK, validate
 from gradexp.device import resolve_device
 from gradexp.diagnostics import report
 from gradexp.diagnostics.monitor import Diagnostics
@@ -38,7 +38,6 @@ from gradexp.stopping import RunStopped, StopRequest, stop_requests
 from gradexp.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
-EVAL_CHUNK = 1024  # examples per forward pass when evaluating a whole split
 DEFAULT_THREADS = torch.get_num_threads()  # this process's default, before any run changed it
 
 

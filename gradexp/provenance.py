@@ -27,7 +27,7 @@ def provenance(overrides: list[str], device: torch.device | None, deterministic:
         "command": os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         # this run alone, from the start, whatever sweep it was in and however often it was resumed
         "rerun": shlex.join(["gradexp", *(o for o in overrides if not o.startswith(HOW_IT_RAN))]),
-        "versions": {"python": platform.python_version(), **_versions()},
+        "versions": versions(),
         "git_commit": _git_commit(),
         "platform": platform.platform(),
         "cuda": torch.version.cuda,
@@ -37,8 +37,9 @@ def provenance(overrides: list[str], device: torch.device | None, deterministic:
 
 
 @functools.cache
-def _versions() -> dict[str, str | None]:
-    found = {name: package_version(name) for name in PACKAGES}
+def versions() -> dict[str, str | None]:
+    """Python's and the packages' versions: what a summary records and `gradexp --version` says."""
+    found = {"python": platform.python_version(), **{name: package_version(name) for name in PACKAGES}}
     found["torch"] = torch.__version__  # with its build ("+cu130", "+cpu"), which the metadata may lack
     return found
 

@@ -155,8 +155,12 @@ def _parse(line: str) -> Override:
     try:
         [override] = OverridesParser.create().parse_overrides([line])
     except OverrideParseException as error:
-        detail = _first_line(error).partition(": ")[0 if "Exception" not in _first_line(error) else 2]
-        problem = "cannot parse it" if key and value else f"cannot parse it: {detail}"
+        message = _first_line(error)  # "LexerNoViableAltException: <the line>", say
+        problem = (
+            "cannot parse it"
+            if key and value
+            else f"cannot parse it: {message.partition('Exception: ')[2] or message}"
+        )
         raise ConfigError(
             key or "override", value if key else line, problem, _quoting_hint(key, value)
         ) from None

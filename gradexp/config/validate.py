@@ -23,7 +23,7 @@ from gradexp.sweeps.objective import OBJECTIVES
 from gradexp.tasks import TASKS, data_shape
 
 GROUPS = ("model", *GROUP_SCHEMAS)
-EVAL_CHUNK = 1024  # examples per forward pass when the engine evaluates a split
+EVAL_CHUNK = 1024  # examples per forward pass when the engine evaluates a split (and the memory check counts)
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 MAX_SEED = 2**32 - 1  # what every seeding API (torch, numpy) accepts
 

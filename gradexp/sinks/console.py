@@ -112,7 +112,7 @@ def _layer_tables(summary: dict, width: int) -> list[Table]:
             a, b = first.get(layer), last.get(layer)
             ratio = b / a if a and b is not None and math.isfinite(b) else None
             row += [fmt(b), fmt(ratio)]
-    one_diagnostic_step = summary.get("verdict_last_step") == summary.get("verdict_step")
+    one_diagnostic_step = later_diagnostic_step(summary) is None
     for key, heading in _SIGNAL_COLUMNS:
         twin = key.replace("_last", "_first")
         if one_diagnostic_step and twin != key and summary.get(twin):
@@ -161,11 +161,18 @@ def _diagnosis(s: dict) -> list[str]:
     return lines
 
 
-def _later_verdict(s: dict) -> str:
-    """The verdict at the last diagnostic step, when there is one after step 0: a network that
-    starts vanishing may have learned its way out (or into it)."""
+def later_diagnostic_step(s: dict) -> int | None:
+    """The last diagnostic step when it comes after the first (the step of `verdict_last` and of
+    every `_last` signal); None for a run measured at one diagnostic step only."""
     step = s.get("verdict_last_step")
-    if not step or step == s.get("verdict_step") or s.get("verdict_last") is None:
+    return step if step is not None and step != s.get("verdict_step") else None
+
+
+def _later_verdict(s: dict) -> str:
+    """The verdict at the last diagnostic step, when there is one after the first: a network
+    that starts vanishing may have learned its way out (or into it)."""
+    step = later_diagnostic_step(s)
+    if step is None or s.get("verdict_last") is None:
         return ""
     factor = s.get("signal_factor_measured_last")
     measured = f"{fmt(factor)} per layer " if factor is not None else ""

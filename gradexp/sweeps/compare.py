@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradexp.diagnostics import figures
-from gradexp.sinks.console import describe
+from gradexp.sinks.console import describe, later_diagnostic_step
 from gradexp.sinks.layout import Column, fmt, stacked_tables
 
 # Per-layer summary keys compared, with their headings ({step} is filled in per run).
@@ -106,7 +106,7 @@ def _repeats_first(s: dict, key: str) -> bool:
     """A run's `_last` values measured at the same step as its `_first` ones (a one-step run)."""
     if key == "grad_norm_last":
         return s.get("last_recorded_step") in (None, 0)
-    return key == "grad_signal_last" and s.get("verdict_last_step") == s.get("verdict_step")
+    return key == "grad_signal_last" and later_diagnostic_step(s) is None
 
 
 def _steps(s: dict) -> dict:

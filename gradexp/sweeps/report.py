@@ -20,7 +20,7 @@ from gradexp.config.schema import ActivationConfig
 from gradexp.diagnostics.figures import activations_and_derivatives
 from gradexp.diagnostics.theory import derivative
 from gradexp.run_files import is_run, is_sweep, read_summary
-from gradexp.sinks.console import relative_to_cwd, run_report
+from gradexp.sinks.console import later_diagnostic_step, relative_to_cwd, run_report
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sinks.layout import Column, fmt, make_console, stacked_tables
 from gradexp.sweeps import compare, figures
@@ -47,11 +47,9 @@ def job_line(name: str, summary: dict, console: Console | None = None) -> None:
         line += f"  val loss {fmt(summary['final_val_loss'])}"
     if summary.get("verdict"):
         line += f"  verdict {summary['verdict']} at step {summary.get('verdict_step') or 0}"
-        if summary.get("verdict_last") and summary.get("verdict_last_step") not in (
-            None,
-            summary.get("verdict_step"),
-        ):
-            line += f", {summary['verdict_last']} at step {summary['verdict_last_step']}"
+        later = later_diagnostic_step(summary)
+        if summary.get("verdict_last") and later is not None:
+            line += f", {summary['verdict_last']} at step {later}"
     if summary.get("error"):
         line += f"  error: {escape(summary['error'])}"
     (console or make_console()).print(line, highlight=False)

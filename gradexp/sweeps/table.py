@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -161,13 +162,10 @@ def planned_jobs(root: Path) -> list[tuple[str, list[str]]]:
 
 
 def _dirname(job: list[str], hydra: DictConfig) -> str:
-    """Hydra's override_dirname of a job: its overrides less the excluded keys, sorted."""
+    """Hydra's override_dirname of a job, by Hydra's own function."""
     naming = hydra.job.config.override_dirname
-    exclude = set(naming.exclude_keys)
-    lines = sorted(
-        o.input_line for o in OverridesParser.create().parse_overrides(job) if o.key_or_group not in exclude
-    )
-    return naming.item_sep.join(lines).replace("=", naming.kv_sep)
+    overrides = OverridesParser.create().parse_overrides(job)
+    return get_overrides_dirname(overrides, list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
 
 
 def resume_command(root: Path) -> str | None:
@@ -180,7 +178,7 @@ def resume_command(root: Path) -> str | None:
             for o in hydra.overrides.hydra
             if not o.startswith(("hydra.sweep.dir=", "hydra.mode=", EXCLUDE_KEY))
         ]
-        task = [o for o in hydra.overrides.task if not o.startswith("sweep.resume=")]
+        task = [o for o in hydra.overrides.task if not o.startswith(HOW_IT_RAN)]
     except Exception:  # noqa: BLE001 (not a sweep whose record can be read)
         return None
     return shlex.join(["gradexp", "-m", *own, *task, f"hydra.sweep.dir={root}", "sweep.resume=true"])
