@@ -125,3 +125,18 @@ def test_tanh_with_large_weights_predicts_the_measured_growth(tmp_path):
     predicted, measured = summary["chi1_predicted"], summary["signal_factor_measured"]
     assert predicted == pytest.approx(6.24, rel=0.02)
     assert abs(math.log(predicted / measured)) < math.log(1.3), (predicted, measured)
+
+
+def test_a_variance_without_fixed_point_says_how_fast_it_grows(tmp_path):
+    """ReLU above He's variance has no fixed point: the variance grows by sigma_w^2 / 2 per layer.
+    The note gives that rate rather than a q* (He's own init, measured at a sigma_w^2 just above
+    2, grows by 1.00x per layer, which no six-layer network would call an explosion)."""
+    prediction = predict_chi1(activation("relu"), 2.2)
+    assert prediction.forward_explodes and prediction.forward_growth == pytest.approx(1.1, rel=1e-9)
+    cfg = make_config("init=normal", "init.std=0.5", "model.width=16", "trainer.steps=1")  # sigma_w^2 near 4
+    note = train(cfg, tmp_path / "run", show_progress=False)["theory_note"]
+    assert (
+        "no fixed point q*: the forward variance grows" in note
+        and "x per layer" in note
+        and "q* =" not in note
+    )

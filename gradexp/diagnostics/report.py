@@ -56,9 +56,13 @@ def predict(config: RunConfig, model: nn.Module) -> dict:
         biases.mean().item(),
         biases.var().item() if biases.numel() > 1 else 0.0,
     )
-    note = f"sigma_w^2 = {fmt(sigma_w2)}, q* = {fmt(prediction.q_star)}"
-    if prediction.forward_explodes:
-        note += "; the forward variance has no fixed point (activations grow without bound)"
+    if prediction.forward_explodes:  # a growth of 1.001x per layer is no explosion at depth 6: say it
+        growth = f"{prediction.forward_growth:.4g}"  # four digits: near 1 is where it matters
+        note = (
+            f"sigma_w^2 = {fmt(sigma_w2)}, no fixed point q*: the forward variance grows {growth}x per layer"
+        )
+    else:
+        note = f"sigma_w^2 = {fmt(sigma_w2)}, q* = {fmt(prediction.q_star)}"
     return {
         "chi1_predicted": prediction.chi1,
         "depth_scale_predicted": prediction.depth_scale,

@@ -40,6 +40,7 @@ class Prediction:
     q_star: float
     depth_scale: float | None  # layers over which the squared signal changes by a factor e
     forward_explodes: bool  # the variance map has no finite fixed point
+    forward_growth: float | None = None  # then: the factor by which the variance grows per layer
 
 
 def derivative(activation: nn.Module, h: Tensor) -> Tensor:
@@ -104,7 +105,8 @@ def predict_chi1(
     q, explodes = fixed_point(variance_map)
     chi1 = chi_at(max(q, Q_FLOOR))  # at q* = 0, the limit from above (ReLU's kink sits at 0)
     scale = 1 / abs(math.log(chi1)) if chi1 > 0 and abs(math.log(chi1)) > 1e-12 else None  # None: critical
-    return Prediction(chi1, q, scale, explodes)
+    growth = variance_map(q) / q if explodes else None  # the map's slope far out: ReLU's is sigma_w^2 / 2
+    return Prediction(chi1, q, scale, explodes, growth)
 
 
 def fixed_point(variance_map: Callable[[float], float]) -> tuple[float, bool]:
