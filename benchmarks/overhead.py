@@ -2,7 +2,11 @@
 trains the same model on the same data with the same optimizer, steps and validation passes,
 alternating the variants in one process so that machine noise hits them alike.
 
-    python benchmarks/overhead.py [--steps 500] [--repeats 5] [--depth 20] [--width 256]
+    python benchmarks/overhead.py [--model {mlp,custom,both}] [--steps 500] [--repeats 5]
+        [--depth 20] [--width 256] [--custom-depth 8]
+
+Runs the variants on gradexp's MLP and on a network it does not know (`model=custom` with
+custom_model.ResidualTower, a pre-LN residual tower), one table each with its own bare loop.
 
 Prints, per variant, the median time, the median of its per-repeat ratios to the bare loop, the
 ratio of its fastest run to the bare loop's fastest, and its per-step ratio: its recorded steps
@@ -10,6 +14,15 @@ alternated one by one with bare steps on the same model. On a shared machine who
 by 10 to 20% over seconds, the per-step ratio is the figure that repeats from run to run; the
 fixed cost of a run (set-up, summary, final evaluation, figures) is measured apart, on one-step
 runs, and the two together give what the whole run should cost.
+
+The flushes (measurements copied to the host and written to TensorBoard, about once a second)
+are timed apart: a flush lands on a different step in each pass, so a per-step minimum over the
+passes would drop it every time. Each step keeps its fastest time without the flush inside it,
+and the per-step figure adds back what the median pass spent flushing. The passes pace their
+flushes on the recorded steps' own clock, which leaves out the bare steps in between, and flush
+what is pending at their end, as a run does: a pass flushes as often as the run it stands for.
+The table's flushes/pass column gives, per variant, that pass's flushes and their mean cost.
+
 Targets: <= 1.05x for gradient norms at the default interval and <= 1.15x for every layer's norm
 at every step; with the diagnostics, <= 1.1x at their default interval and <= 1.5x with every
 hook-based signal at every step (histograms stay on their coarser interval; the last row shows
@@ -21,6 +34,7 @@ import math
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,9 +46,27 @@ from gradexp.config.validate import validate
 from gradexp.engine import Batches, Run, build_run, train, train_step
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS
+from gradexp.recorder import FLUSH_SECONDS
 from gradexp.tasks import build_task
 
 FIXED_REPEATS = 15  # one-step runs are short: more of them (--fixed-repeats)
+CUSTOM_TARGET = "custom_model.ResidualTower"  # benchmarks/ is sys.path[0] when run as a script
+
+BARE = "bare PyTorch loop"
+DEFAULTS = "gradexp defaults (norms every 10, diagnostics every 50)"
+NO_FIGURES = "gradexp defaults without the end-of-run figures"
+VARIANTS = {  # each variant's overrides on top of the model's
+    BARE: [],
+    DEFAULTS: [],
+    NO_FIGURES: ["diagnostics.figures=false"],
+    "gradexp, every layer's norm every step, no diagnostics": ["trainer.log_every=1", "diagnostics=off"],
+    "gradexp, every signal every step, histograms every 10": [
+        "trainer.log_every=1",
+        "diagnostics=full",
+        "diagnostics.histograms_every=10",
+    ],
+    "gradexp, diagnostics=full (histograms every step too)": ["trainer.log_every=1", "diagnostics=full"],
+}
 
 
 def bare_loop(cfg) -> None:
@@ -73,29 +105,101 @@ def validate_once(model, task) -> None:
     model.train()
 
 
-def step_ratio(cfg, passes: int) -> float:
+class FlushTimer:
+    """Times a run's flushes (the recorder's copy to the host, then the sinks' writes) and
+    decides when they are due on the recorded steps' own clock: the recorder's wall clock would
+    also run through the bare steps alternated with them, and flush about half as often as a run.
+    It stands in for the run's recorder.flush, recorder.due and each sink's write."""
+
+    def __init__(self, run: Run):
+        self._flush = run.recorder.flush
+        run.recorder.flush, run.recorder.due = self.flush, self.due
+        for sink in run.sinks:
+            sink.write = self._timed(sink.write)
+        self.seconds, self.count = 0.0, 0  # time spent flushing and flushes, this pass
+        self._since_flush = self._step_start = 0.0  # recorded time since the last flush
+
+    def start_pass(self) -> None:
+        """A pass starts as a run does: nothing flushed yet, a second to go to the first flush."""
+        self.seconds, self.count, self._since_flush = 0.0, 0, 0.0
+
+    def start_step(self) -> float:
+        self._step_start = time.perf_counter()
+        return self._step_start
+
+    def end_step(self) -> float:
+        end = time.perf_counter()
+        self._since_flush += end - self._step_start
+        return end
+
+    def due(self) -> bool:
+        return self._since_flush + time.perf_counter() - self._step_start >= FLUSH_SECONDS
+
+    def flush(self):
+        """The recorder's flush, timed; like the recorder's own clock, the next interval starts
+        when a flush does."""
+        start = self._step_start = time.perf_counter()
+        self._since_flush = 0.0
+        self.count += 1
+        records = self._flush()
+        self.seconds += time.perf_counter() - start
+        return records
+
+    def _timed(self, write):
+        def timed(records) -> None:
+            start = time.perf_counter()
+            write(records)
+            self.seconds += time.perf_counter() - start
+
+        return timed
+
+
+@dataclass
+class PerStep:
+    """A variant's per-step figure and the flushes it includes."""
+
+    ratio: float  # recorded steps with their flushes over bare steps
+    flushes: int  # the median pass's flushes
+    flush_seconds: float  # their mean cost
+
+
+def step_ratio(cfg, passes: int) -> PerStep:
     """Recorded steps over bare steps, alternated one by one on the same model in one process,
     so that the machine's drift over seconds hits both alike: the per-step cost of recording,
     flushes included, without the run's fixed costs. Steps 0 to steps - 1 are recorded, so
     every interval comes round as often as in a real run; each step's time is the least over
-    `passes` passes, which drops the stalls a neighbour causes (noise only ever adds time)."""
+    `passes` passes, which drops the stalls a neighbour causes (noise only ever adds time).
+    That minimum leaves out the flush inside the step, which lands on other steps in other
+    passes; what each pass spent flushing is timed apart, and the median pass's is added back."""
     steps = cfg.trainer.steps
     recorded, bare = [math.inf] * steps, [math.inf] * steps
+    flushed = []  # (seconds, flushes) per pass
     with tempfile.TemporaryDirectory() as run_dir:
         run = build_run(validate(cfg), Path(run_dir), False, time.perf_counter(), None)
+        timer = FlushTimer(run)
         for _ in range(passes):
+            timer.start_pass()
+            spent = 0.0  # in recorded steps, this pass
             for step in range(steps):
-                start = time.perf_counter()
+                flushing = timer.seconds
+                start = timer.start_step()
                 train_step(run, step)
-                middle = time.perf_counter()
+                middle = timer.end_step()
                 bare_step(run, step)
                 end = time.perf_counter()
-                recorded[step], bare[step] = (
-                    min(recorded[step], middle - start),
-                    min(bare[step], end - middle),
-                )
-        run.tensorboard.close()
-    return sum(recorded) / sum(bare)
+                spent += middle - start
+                recorded[step] = min(recorded[step], middle - start - (timer.seconds - flushing))
+                bare[step] = min(bare[step], end - middle)
+            if timer.count == 0 and spent > 2 * FLUSH_SECONDS:
+                raise RuntimeError("no flush went through the timer: has the engine's flush moved?")
+            records = run.recorder.flush()  # what is pending at the end, as a run's close
+            for sink in run.sinks:
+                sink.write(records)
+            flushed.append((timer.seconds, timer.count))
+        for sink in run.sinks:
+            sink.close()
+    seconds, count = sorted(flushed)[(passes - 1) // 2]  # the median pass (the lower of two)
+    return PerStep((sum(recorded) + seconds) / sum(bare), count, seconds / count)
 
 
 def gradexp_run(cfg) -> None:
@@ -119,83 +223,102 @@ def alternate(configs: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--passes", type=int, default=3, help="passes of the step-by-step comparison")
-    parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--fixed-repeats", type=int, default=FIXED_REPEATS, help="one-step runs per variant")
-    args = parser.parse_args()
+def compose_variants(base: list[str]) -> tuple[dict, dict]:
+    """Every variant's (function, config), and the first three cut to one step: what a run
+    costs whatever its length. Call inside Hydra's initialize_config_dir."""
+    configs = {
+        name: (bare_loop if name == BARE else gradexp_run, compose("config", overrides=[*base, *extra]))
+        for name, extra in VARIANTS.items()
+    }
+    one_step = {
+        name: (configs[name][0], compose("config", overrides=[*base, *VARIANTS[name], "trainer.steps=1"]))
+        for name in (BARE, DEFAULTS, NO_FIGURES)
+    }
+    return configs, one_step
 
-    base = [
-        f"model.depth={args.depth}",
-        f"model.width={args.width}",
-        f"trainer.steps={args.steps}",
-        f"trainer.batch_size={args.batch_size}",
-        "trainer.device=cpu",
-    ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        variants = {
-            "bare PyTorch loop": [],
-            "gradexp defaults (norms every 10, diagnostics every 50)": [],
-            "gradexp defaults without the end-of-run figures": ["diagnostics.figures=false"],
-            "gradexp, every layer's norm every step, no diagnostics": [
-                "trainer.log_every=1",
-                "diagnostics=off",
-            ],
-            "gradexp, every signal every step, histograms every 10": [
-                "trainer.log_every=1",
-                "diagnostics=full",
-                "diagnostics.histograms_every=10",
-            ],
-            "gradexp, diagnostics=full (histograms every step too)": [
-                "trainer.log_every=1",
-                "diagnostics=full",
-            ],
-        }
-        configs = {
-            name: (bare_loop if i == 0 else gradexp_run, compose("config", overrides=[*base, *extra]))
-            for i, (name, extra) in enumerate(variants.items())
-        }
-        one_step = {  # the same runs cut to one step: what a run costs whatever its length
-            name: (fn, compose("config", overrides=[*base, *variants[name], "trainer.steps=1"]))
-            for name, (fn, _) in list(configs.items())[:3]
-        }
+
+def benchmark(title: str, configs: dict, one_step: dict, args) -> None:
+    """Measure one model's variants and print its table, against its own bare loop."""
     times = alternate(configs, args.repeats)
     fixed = alternate(one_step, args.fixed_repeats)
-    per_step = {name: step_ratio(cfg, args.passes) for name, (_, cfg) in list(configs.items())[1:]}
+    per_step = {name: step_ratio(cfg, args.passes) for name, (_, cfg) in configs.items() if name != BARE}
 
-    names = list(configs)
     print(
-        f"MLP depth {args.depth} width {args.width}, batch {args.batch_size}, {args.steps} steps, "
-        f"adam, CPU with {torch.get_num_threads()} threads; median of {args.repeats} alternated runs"
+        f"{title}, batch {args.batch_size}, {args.steps} steps, adam, CPU with "
+        f"{torch.get_num_threads()} threads; median of {args.repeats} alternated runs"
     )
-    fastest_bare = min(times[names[0]])
-    print(f"  {'':<58} {'median':>9}   {'ratio':>11}   {'fastest':>7}  {'per step':>8}   per-repeat ratios")
-    for name in names:
+    fastest_bare = min(times[BARE])
+    print(
+        f"  {'':<58} {'median':>9}  {'ratio':>8}  {'fastest':>8}  {'per step':>8}  "
+        f"{'flushes/pass':>16}  per-repeat ratios"
+    )
+    for name in configs:
         # each repeat's ratio pairs runs made back to back, so slow drift of the machine cancels;
         # the fastest runs' ratio discards the repeats that a neighbour slowed down (noise only adds)
-        ratios = [t / b for t, b in zip(times[name], times[names[0]])]
-        step = f"{per_step[name]:7.3f}x" if name in per_step else f"{1:7.3f}x"
+        ratios = [t / b for t, b in zip(times[name], times[BARE])]
+        step = per_step.get(name)
+        flushes = f"{step.flushes} x {1000 * step.flush_seconds:.2f} ms" if step else "-"
         print(
-            f"  {name:<58} {statistics.median(times[name]):7.3f} s   {statistics.median(ratios):5.3f}x"
-            f"   {min(times[name]) / fastest_bare:5.3f}x  {step}   {min(ratios):.3f}..{max(ratios):.3f}"
+            f"  {name:<58} {statistics.median(times[name]):7.3f} s  {statistics.median(ratios):7.3f}x"
+            f"  {min(times[name]) / fastest_bare:7.3f}x  {step.ratio if step else 1:7.3f}x"
+            f"  {flushes:>16}  {min(ratios):.3f}..{max(ratios):.3f}"
         )
-    bare, defaults, no_figures = (statistics.median(t) for t in fixed.values())
+    bare, defaults, no_figures = (statistics.median(fixed[name]) for name in (BARE, DEFAULTS, NO_FIGURES))
     print(
         f"per step: {args.steps} recorded steps alternated one by one with bare ones on the same model, "
-        f"each step's fastest of {args.passes} passes; flushes included, fixed costs not."
+        f"each step's fastest of {args.passes} passes without the flush inside it; fixed costs not."
+    )
+    default = per_step[DEFAULTS]
+    print(
+        f"flushes: timed apart and added back, the median pass's total (of {args.passes}), due after "
+        f"each {FLUSH_SECONDS:g} s of recorded steps and once at the pass's end, as in a run; the defaults: "
+        f"{default.flushes} per pass, {1000 * default.flush_seconds:.2f} ms each."
     )
     print(
         f"fixed cost of a run (the same runs cut to one step, median of {args.fixed_repeats}): the defaults' "
         f"{1000 * (defaults - bare):.0f} ms, {1000 * (defaults - no_figures):.0f} ms of it the figures."
     )
-    default = names[1]
-    expected = per_step[default] + (defaults - bare) / statistics.median(times[names[0]])
+    expected = default.ratio + (defaults - bare) / statistics.median(times[BARE])
     print(f"so a {args.steps}-step run of the defaults: {expected:.3f}x (per step, plus the fixed cost).")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["mlp", "custom", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=3, help="passes of the step-by-step comparison")
+    parser.add_argument("--depth", type=int, default=20, help="the MLP's hidden layers")
+    parser.add_argument("--width", type=int, default=256, help="both models' width")
+    parser.add_argument("--custom-depth", type=int, default=8, help="the custom model's residual blocks")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--fixed-repeats", type=int, default=FIXED_REPEATS, help="one-step runs per variant")
+    args = parser.parse_args()
+
+    common = [f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}", "trainer.device=cpu"]
+    models = {
+        "mlp": (
+            f"MLP depth {args.depth} width {args.width}",
+            [f"model.depth={args.depth}", f"model.width={args.width}"],
+        ),
+        "custom": (
+            f"custom model {CUSTOM_TARGET} depth {args.custom_depth} width {args.width}",
+            [
+                "model=custom",
+                f"model._target_={CUSTOM_TARGET}",
+                f"+model.width={args.width}",
+                f"+model.depth={args.custom_depth}",
+                "init=default",
+            ],
+        ),
+    }
+    chosen = ["mlp", "custom"] if args.model == "both" else [args.model]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        suites = {model: compose_variants([*models[model][1], *common]) for model in chosen}
+    for i, (model, suite) in enumerate(suites.items()):
+        if i:
+            print()
+        benchmark(models[model][0], *suite, args)
 
 
 if __name__ == "__main__":

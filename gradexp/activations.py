@@ -10,20 +10,22 @@ from collections.abc import Callable
 from torch import nn
 
 from gradexp.config.schema import ActivationConfig
+from gradexp.network import ACTIVATION_FAMILIES
 
 ACTIVATIONS: dict[str, Callable[[ActivationConfig], nn.Module]] = {}
-# What the diagnostics watch for: "saturating" units whose derivative has collapsed (sigmoid,
-# tanh and softsign at both ends; ELU, SELU and GELU on their negative side), or "rectifier" units
-# that are dead (negative input for a whole batch, so no gradient, or only the leak); None: neither.
-FAMILIES: dict[str, str | None] = {}
 
 
 def register(family: str | None):
-    """Add the decorated activation to the registry under its function's name (one line)."""
+    """Add the decorated activation to the registry under its function's name (one line), and
+    its module class to what the diagnostics watch for (`network.ACTIVATION_FAMILIES`):
+    "saturating" units whose derivative has collapsed (sigmoid, tanh and softsign at both ends;
+    ELU, SELU and GELU on their negative side), "rectifier" units that are dead (negative input
+    for a whole batch, so no gradient, or only the leak), or None: neither."""
 
     def add(build: Callable[[ActivationConfig], nn.Module]):
         ACTIVATIONS[build.__name__] = build
-        FAMILIES[build.__name__] = family
+        if family is not None:  # a class the diagnostics watch wherever it runs, in any network
+            ACTIVATION_FAMILIES.setdefault(type(build(ActivationConfig(name=build.__name__))), family)
         return build
 
     return add

@@ -120,7 +120,8 @@ def resume_run(run, source: Path) -> None:
     if run.device.type == "cuda" and state["rng"]["cuda"] is not None:
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     run.steps_completed = state["step"]
-    run.tensorboard.resume_at(state["step"])
+    for sink in run.sinks:
+        sink.resume_at(state["step"])
     log.info("resumed from %s at step %d", source, state["step"])
 
 

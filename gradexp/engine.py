@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 import gradexp
 from gradexp import checkpoint
-from gradexp.activations import FAMILIES
 from gradexp.clipping import clip_gradients
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import RunConfig
@@ -27,11 +26,14 @@ from gradexp.config.validate import EVAL_CHUNK, validate
 from gradexp.device import resolve_device
 from gradexp.diagnostics import report
 from gradexp.diagnostics.monitor import Diagnostics
-from gradexp.models import build_model
+from gradexp.measurements.catalog import charts
+from gradexp.models import MODELS, build_model, describe
+from gradexp.network import Network, discover
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.provenance import provenance
 from gradexp.recorder import GradientRecorder
-from gradexp.sinks.console import ConsoleSink, describe, report_text
+from gradexp.sinks.base import Sink
+from gradexp.sinks.console import ConsoleSink, report_text
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sinks.tensorboard import TensorBoardSink
 from gradexp.stopping import RunStopped, StopRequest, stop_requests
@@ -77,12 +79,12 @@ class Run:
     device: torch.device
     task: Task
     model: nn.Module
+    network: Network
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     batches: Batches
     recorder: GradientRecorder
-    tensorboard: TensorBoardSink
-    console: ConsoleSink | None
+    sinks: list[Sink]  # TensorBoard, and the terminal when it shows progress
     started: float
     diagnostics: Diagnostics | None
     prediction: dict = field(default_factory=dict)  # the mean-field theory, for the network as built
@@ -155,35 +157,41 @@ def build_run(
     torch.manual_seed(t.seed)
     task = build_task(config.task, t.seed).to(device)
     model = build_model(config, task).to(device)
+    network = discover(model, task.x_train[:2])
     optimizer = OPTIMIZERS[config.optimizer.name](model.parameters(), config.optimizer)
     scheduler = SCHEDULERS[config.scheduler.name](optimizer, config.scheduler, t.steps)
     clipping = t.clip.max_norm is not None or t.clip.value is not None
-    recorder = GradientRecorder(model, model.layers(), t.log_every, t.steps - 1, clipping)
-    family = FAMILIES[config.activation.name] if config.model.name == "mlp" else None
+    recorder = GradientRecorder(network, t.log_every, t.steps - 1, clipping)
     diagnostics = (
-        Diagnostics(config.diagnostics, model, family, recorder, t.steps - 1, t.grad_accum)
+        Diagnostics(config.diagnostics, network, config.model.name, recorder, t.steps - 1, t.grad_accum)
         if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
         else None
     )
+    restart = t.resume is None and any(run_dir.glob("events.out.tfevents.*"))
+    sinks: list[Sink] = [
+        TensorBoardSink(run_dir, charts(network, diagnostics.signals() if diagnostics else []), restart)
+    ]
+    if show_progress:
+        sinks.append(ConsoleSink(t.steps, str(run_dir)))
     run = Run(
         config,
         run_dir,
         device,
         task,
         model,
+        network,
         optimizer,
         scheduler,
         Batches(task, t.batch_size, t.seed),
         recorder,
-        TensorBoardSink(run_dir, restart=t.resume is None and any(run_dir.glob("events.out.tfevents.*"))),
-        ConsoleSink(t.steps) if show_progress else None,
+        sinks,
         started,
         diagnostics,
         report.predict(config, model),
     )
-    if run.console:
-        params = sum(p.numel() for p in run.model.parameters())
-        run.console.start(f"[bold]gradexp[/] {describe(config, run.device, params)}")
+    params = sum(p.numel() for p in run.model.parameters())
+    for sink in sinks:
+        sink.start(f"[bold]gradexp[/] {describe(config, run.device, params)}")
     return run
 
 
@@ -276,9 +284,8 @@ def _record_metrics(run: Run, step: int, metrics: dict[str, Tensor]) -> None:
 
 
 def _write(run: Run, records) -> None:
-    run.tensorboard.write(records)
-    if run.console:
-        run.console.write(records)
+    for sink in run.sinks:
+        sink.write(records)
 
 
 def _finish(
@@ -297,17 +304,15 @@ def _finish(
         status, final = _close(run, status)
     summary = _summary(run, cfg, status, error, final, started, overrides)
     write_json_atomic(run_dir / "summary.json", summary)
-    try:  # a run that failed before it had an event file still gets its HParams row
-        tensorboard = run.tensorboard if run is not None else TensorBoardSink(run_dir)
-        tensorboard.write_results(summary)
-        tensorboard.close()
-    except OSError as exc:  # the summary is written; a full disk must not hide the run's own error
-        log.warning("could not write the HParams records: %s", exc)
     if run is not None and run.device.type == "cuda":
         torch.cuda.empty_cache()  # the next job of a sweep starts from an empty cache
     log.info("status %s after %d steps\n%s", status, summary["steps_completed"], report_text(summary))
-    if run is not None and run.console:
-        run.console.finish(summary, str(run_dir))
+    # a run that failed before it had an event file still gets its HParams row
+    for sink in run.sinks if run is not None else [TensorBoardSink(run_dir)]:
+        try:
+            sink.finish(summary)
+        except OSError as exc:  # the summary is written; a full disk must not hide the run's own error
+            log.warning("could not finish the %s: %s", type(sink).__name__, exc)
     return summary
 
 
@@ -340,7 +345,8 @@ def _draw_figures(run: Run) -> None:
     for name, png in images.items():
         (folder / f"{name}.png").write_bytes(png)
     last_step, _ = run.recorder.logged_norms(-1)
-    run.tensorboard.write_images(last_step or 0, images)
+    for sink in run.sinks:
+        sink.write_images(last_step or 0, images)
 
 
 def _summary(
@@ -362,9 +368,13 @@ def _summary(
         "steps_completed": divergence.step if divergence else (run.steps_completed if run else 0),
         "last_recorded_step": last_step,
         "layers": recorder.layer_names if recorder else [],
+        "blocks": recorder.block_names if recorder else [],
         "grad_norm_first": first_norms,
         "grad_norm_last": last_norms,
         "grad_ratio_first_last": _first_over_last(last_norms),
+        "block_grad_norm_first": recorder.logged_block_norms(0) if recorder else {},
+        "block_grad_norm_last": recorder.logged_block_norms(-1) if recorder else {},
+        "depth_axis": MODELS[run.config.model.name].depth_axis if run else None,
         "initial_val_loss": recorder.first_values.get("loss/val") if recorder else None,
         "final_train_loss": final.get("loss/train"),
         "final_val_loss": final.get("loss/val"),
@@ -382,6 +392,7 @@ def _summary(
             overrides, run.device if run else None, bool(run and run.config.trainer.deterministic)
         ),
         **(report.summarize(run.config, recorder, run.prediction) if run else {}),
+        "not_measured": run.diagnostics.not_applicable if run and run.diagnostics else {},
         "config": checkpoint.as_container(cfg),
     }
 

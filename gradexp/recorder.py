@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from gradexp.network import Network
 
 FLUSH_SECONDS = 1.0  # how often measurements are copied to the host, written and checked
 
@@ -37,23 +39,16 @@ class GradientRecorder:
     """Measures the gradient after each backward pass; hands logged steps to the sinks at flush.
 
     Parameters are ordered with the recorded layers' weight matrices first, input to output,
-    then every other parameter (biases, norm scales), which count towards the total norm.
+    then every other parameter (biases, norm scales), which count towards the total norm. A
+    block's norm is the norm over its parameters, derived at flush from the same per-parameter
+    norms: it costs the training step nothing.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        layers: list[tuple[str, nn.Parameter]],
-        log_every: int,
-        last_step: int,
-        clipping: bool,
-    ):
-        self.layer_names = [name for name, _ in layers]
-        named_weights = {id(w) for _, w in layers}
-        self.param_names = self.layer_names + [
-            n for n, p in model.named_parameters() if id(p) not in named_weights
-        ]
-        self.params = [w for _, w in layers] + [p for p in model.parameters() if id(p) not in named_weights]
+    def __init__(self, network: Network, log_every: int, last_step: int, clipping: bool):
+        self.layer_names = network.layer_names
+        self.param_names, self.params = network.param_names, network.params
+        self.block_names = [block.name for block in network.blocks]
+        self._membership = _membership(network) if network.blocks else None
         self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
         # (step, lr, loss, per-parameter norms, total norm after clipping or None), on the device
         self._rows: list[tuple[int, float, Tensor, Tensor, Tensor | None]] = []
@@ -74,7 +69,7 @@ class GradientRecorder:
         grads = [p.grad if p.grad is not None else self._no_grad(p) for p in self.params]
         self._norms = torch.stack(torch._foreach_norm(grads))
 
-    def _no_grad(self, p: nn.Parameter) -> Tensor:
+    def _no_grad(self, p: Tensor) -> Tensor:
         """A parameter the loss did not reach has a zero gradient (one cached zero per device)."""
         if self._zero is None or self._zero.device != p.device:
             self._zero = torch.zeros((), device=p.device)
@@ -147,7 +142,12 @@ class GradientRecorder:
         losses = torch.stack([loss for _, _, loss, _, _ in self._rows]).float()
         totals = torch.linalg.vector_norm(norms, dim=1)
         clipped = torch.stack([c for *_, c in self._rows]) if self.clipping else totals
-        return torch.cat([torch.stack([losses, totals, clipped], dim=1), norms], dim=1).cpu().tolist()
+        parts = [torch.stack([losses, totals, clipped], dim=1), norms]
+        if self._membership is not None:
+            if self._membership.device != norms.device:
+                self._membership = self._membership.to(norms.device)
+            parts.append((norms.square() @ self._membership).sqrt())
+        return torch.cat(parts, dim=1).cpu().tolist()
 
     def _step_record(self, step: int, lr: float, values: list[float]) -> StepRecord:
         loss, total, clipped_total = values[:3]
@@ -158,10 +158,12 @@ class GradientRecorder:
             scalars["clip/fraction"] = self.clipped_steps / self.steps_seen
         layer_norms = values[3 : 3 + len(self.layer_names)]
         scalars.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
+        blocks = values[3 + len(self.params) :]
+        scalars.update((f"block_grad_norm/{n}", v) for n, v in zip(self.block_names, blocks))
         return StepRecord(step, scalars)
 
     def _diverge(self, step: int, values: list[float]) -> None:
-        norms = values[3:]
+        norms = values[3 : 3 + len(self.params)]
         culprit = next((n for n, v in zip(self.param_names, norms) if not math.isfinite(v)), None)
         self.divergence = Divergence(step, culprit)
 
@@ -186,9 +188,31 @@ class GradientRecorder:
             tag: [(step, list(v)) for step, v in history] for tag, history in state["vector_history"].items()
         }
 
+    def logged_block_norms(self, which: int) -> dict[str, float]:
+        """block -> gradient norm at the first (0) or last (-1) logged step."""
+        if not self.norm_history or not self.block_names:
+            return {}
+        step = self.norm_history[which][0]
+        values = self.first_values if which == 0 else self.last_values
+        tags = {n: f"block_grad_norm/{n}" for n in self.block_names}
+        steps = self.value_steps
+        return {n: values[t] for n, t in tags.items() if t in values and steps[t][which] == step}
+
     def logged_norms(self, which: int) -> tuple[int | None, dict[str, float]]:
         """(step, layer -> gradient norm) of the first (0) or last (-1) logged step."""
         if not self.norm_history:
             return None, {}
         step, norms = self.norm_history[which]
         return step, dict(zip(self.layer_names, norms))
+
+
+def _membership(network: Network) -> Tensor:
+    """params x blocks, 1 where the parameter is in the block: squared norms times this matrix
+    are the blocks' squared norms, for every pending step in one product."""
+    index = {id(p): i for i, p in enumerate(network.params)}
+    matrix = torch.zeros(len(network.params), len(network.blocks))
+    for j, block in enumerate(network.blocks):
+        for p in block.params:
+            if id(p) in index:
+                matrix[index[id(p)], j] = 1.0
+    return matrix

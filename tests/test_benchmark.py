@@ -6,44 +6,70 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = [
+    "bare PyTorch loop",
+    "gradexp defaults (norms every 10, diagnostics every 50)",
+    "gradexp defaults without the end-of-run figures",
+    "gradexp, every layer's norm every step, no diagnostics",
+    "gradexp, every signal every step, histograms every 10",
+    "gradexp, diagnostics=full (histograms every step too)",
+]
+# name, median time, median ratio, fastest ratio, per-step ratio, flushes per pass x mean cost
+ROW = r"^  (\S.*?) +\d+\.\d+ s +(\d+\.\d+)x +(\d+\.\d+)x +(\d+\.\d+)x +(-|\d+ x \d+\.\d+ ms) +\d"
 
 
-def test_overhead_benchmark_prints_a_ratio_per_variant():
+def run_overhead(*args: str) -> str:
+    tiny = ["--steps", "5", "--repeats", "1", "--width", "8", "--fixed-repeats", "2"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/overhead.py",
-            "--steps",
-            "5",
-            "--repeats",
-            "1",
-            "--depth",
-            "2",
-            "--width",
-            "8",
-            "--fixed-repeats",
-            "2",
-        ],
+        [sys.executable, "benchmarks/overhead.py", *tiny, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    rows = re.findall(
-        r"^  (\S.*?) +\d+\.\d+ s +(\d+\.\d+)x +(\d+\.\d+)x +(\d+\.\d+)x", result.stdout, re.MULTILINE
+    return result.stdout
+
+
+def assert_a_table(stdout: str, title: str) -> None:
+    """One table: a row per variant, each gradexp variant with its flushes, and the lines under it."""
+    assert re.search(rf"^{re.escape(title)}, batch \d+, 5 steps", stdout, re.M), stdout
+    rows = re.findall(ROW, stdout, re.M)
+    assert [name for name, *_ in rows] == VARIANTS, stdout
+    assert [flushes == "-" for *_, flushes in rows] == [True] + [False] * 5
+    assert re.search(
+        r"^per step: 5 recorded steps .* without the flush inside it; fixed costs not\.$", stdout, re.M
     )
-    assert re.search(r"^fixed cost of a run .*: the defaults' -?\d+ ms, -?\d+ ms of it", result.stdout, re.M)
-    assert re.search(r"^so a 5-step run of the defaults: \d+\.\d+x", result.stdout, re.M)
-    assert [name for name, *_ in rows] == [
-        "bare PyTorch loop",
-        "gradexp defaults (norms every 10, diagnostics every 50)",
-        "gradexp defaults without the end-of-run figures",
-        "gradexp, every layer's norm every step, no diagnostics",
-        "gradexp, every signal every step, histograms every 10",
-        "gradexp, diagnostics=full (histograms every step too)",
-    ]
+    assert re.search(
+        r"^flushes: timed apart and added back, .*: \d+ per pass, \d+\.\d+ ms each\.$", stdout, re.M
+    )
+    assert re.search(r"^fixed cost of a run .*: the defaults' -?\d+ ms, -?\d+ ms of it", stdout, re.M)
+    assert re.search(r"^so a 5-step run of the defaults: \d+\.\d+x", stdout, re.M)
+
+
+def test_overhead_benchmark_prints_a_ratio_per_variant():
+    stdout = run_overhead("--model", "mlp", "--depth", "2")
+    assert_a_table(stdout, "MLP depth 2 width 8")
+
+
+def test_overhead_benchmark_on_a_custom_model_prints_a_ratio_per_variant():
+    stdout = run_overhead("--model", "custom", "--custom-depth", "2")
+    assert_a_table(stdout, "custom model custom_model.ResidualTower depth 2 width 8")
+
+
+def test_the_custom_model_is_a_pre_ln_residual_tower():
+    """What model=custom builds in the benchmark, checked apart from gradexp."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from custom_model import Block, ResidualTower
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    model = ResidualTower(input_shape=(3, 4), d_out=5, width=16, depth=3)
+    assert len(model.blocks) == 3 and all(type(b) is Block for b in model.blocks)
+    assert model(torch.randn(7, 3, 4)).shape == (7, 5)
 
 
 def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():

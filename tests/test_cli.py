@@ -103,7 +103,7 @@ def test_help_lists_every_group_and_its_choices(tmp_path):
         "activation": "elu, gelu, identity, leaky_relu, relu, selu, sigmoid, softsign, tanh",
         "init": "constant, default, kaiming_normal, kaiming_uniform, normal, orthogonal, uniform, "
         "xavier_normal, xavier_uniform",
-        "model": "mlp, rnn",
+        "model": "custom, mlp, rnn",
         "norm": "batchnorm, layernorm, none",
         "optimizer": "adagrad, adam, adamw, momentum, nesterov, rmsprop, sgd",
         "scheduler": "cosine, exponential, none, step",

@@ -10,13 +10,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch import nn
 
+from gradexp.config.schema import DiagnosticsConfig
 from gradexp.config.validate import validate
 from gradexp.diagnostics.histograms import BINS, SAMPLES, Histograms
-from gradexp.diagnostics.signals import MLPSignals
 from gradexp.diagnostics.theory import predict_chi1
 from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.engine import train
+from gradexp.measurements import Context
+from gradexp.measurements.activation_stats import ActivationStats
+from gradexp.measurements.capture import Capture
+from gradexp.measurements.grad_signal import GradSignal
 from gradexp.models import build_model
+from gradexp.network import discover
 from gradexp.tasks import build_task
 from tests.conftest import make_config, read_scalars
 
@@ -149,12 +154,8 @@ def test_dead_share_and_activation_statistics_match_their_definitions(slope):
     task = build_task(config.task, 0)
     model = build_model(config, task)
     hidden = list(zip(["001_hidden", "002_hidden", "003_hidden"], model.hidden))
-    signals = MLPSignals(hidden, ("004_output", model.output), "rectifier", 0.1)
     x = task.x_train[:128]
-    with signals.capture():
-        model(x).sum().backward()
-    tags, values = signals.values()
-    measured = dict(zip(tags, values.tolist()))
+    measured = measure_signals(model, x, lambda output: output.sum())
     h = x
     for name, layer in hidden:
         pre = layer.norm(layer.linear(h))
@@ -388,11 +389,8 @@ def test_backpropagated_signal_is_the_norm_of_the_gradient_at_each_linear_output
     task = build_task(config.task, 0)
     model = build_model(config, task)
     names = ["001_hidden", "002_hidden", "003_hidden"]
-    signals = MLPSignals(list(zip(names, model.hidden)), ("004_output", model.output), "rectifier", 0.1)
     x = task.x_train[:128]
-    with signals.capture():
-        model(x).square().mean().backward()
-    measured = dict(zip(*signals.values()))
+    measured = measure_signals(model, x, lambda output: output.square().mean())
     zs, h = [], x
     for layer in model.hidden:
         zs.append(layer.linear(h))
@@ -400,7 +398,7 @@ def test_backpropagated_signal_is_the_norm_of_the_gradient_at_each_linear_output
     zs.append(model.output(h))
     grads = torch.autograd.grad(zs[-1].square().mean(), zs)
     for name, grad in zip([*names, "004_output"], grads):
-        assert measured[f"grad_signal/{name}"].item() == pytest.approx(grad.norm().item(), rel=1e-5)
+        assert measured[f"grad_signal/{name}"] == pytest.approx(grad.norm().item(), rel=1e-5)
 
 
 def test_the_verdict_says_when_it_was_measured_and_what_it_became(tmp_path):
@@ -413,3 +411,19 @@ def test_the_verdict_says_when_it_was_measured_and_what_it_became(tmp_path):
     assert (s["verdict_last"], s["verdict_last_step"]) == ("stable", 299)
     assert s["signal_factor_measured_last"] > 10 * s["signal_factor_measured"]
     assert s["final_val_acc"] > 0.9
+
+
+def measure_signals(model, x, loss) -> dict[str, float]:
+    """The back-propagated signal and activation statistics of one forward and backward pass,
+    through the measurements' own hooks."""
+    network = discover(model, x[:2])
+    context = Context(network, "mlp", DiagnosticsConfig())
+    measurements = [GradSignal(context), ActivationStats(context)]
+    capture = Capture(network, {"layers", "activations"})
+    with capture.hooks():
+        loss(model(x)).backward()
+    measured = {}
+    for m in measurements:
+        for tags, values in m.measure(capture, None, None).scalars:
+            measured.update(zip(tags, values.tolist()))
+    return measured

@@ -4,7 +4,7 @@ a key belongs to (`model.cell` is an RNN's key, not an MLP's)."""
 import dataclasses
 import difflib
 
-from gradexp.config.schema import MODEL_SCHEMAS
+from gradexp.models import MODELS
 
 
 def unknown_key_problem(key: str, known: list[str]) -> str:
@@ -24,6 +24,6 @@ def unknown_key_problem(key: str, known: list[str]) -> str:
 def _models_with(field: str) -> list[str]:
     return [
         name
-        for name, schema in MODEL_SCHEMAS.items()
-        if field in {f.name for f in dataclasses.fields(schema)}
+        for name, spec in MODELS.items()
+        if spec.config is not None and field in {f.name for f in dataclasses.fields(spec.config)}
     ]

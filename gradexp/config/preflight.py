@@ -25,6 +25,7 @@ from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.grid import check_grid, values_of
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.validate import validate
+from gradexp.models import MODELS
 from gradexp.run_files import is_sweep
 
 # A plugin config of ours -> the Hydra plugin config it extends, and the extra that installs it.
@@ -320,13 +321,18 @@ def _siblings(config_name: str, overrides: list[str], key: str) -> list[str]:
 
 
 def _check_activation_applies(cfg: DictConfig, job: list[str]) -> None:
+    """An activation chosen for a model that reads no activation group would change nothing."""
     chosen = next((o for o in job if o.split("=")[0].split(".")[0].lstrip("+~") == "activation"), None)
-    if chosen and cfg.model.name == "rnn":
+    name = cfg.model.name
+    if chosen and name in MODELS and "activation" not in MODELS[name].groups:
+        where = {
+            "rnn": ("an RNN's nonlinearity is model.cell", "model.cell=rnn_tanh, rnn_relu, lstm, gru"),
+        }.get(name, ("a custom model's activations are its own", "no activation=... with this model"))
         raise ConfigError(
             chosen.split("=")[0].lstrip("+~"),
             chosen.partition("=")[2],
-            "applies to model=mlp; an RNN's nonlinearity is model.cell",
-            "model.cell=rnn_tanh, rnn_relu, lstm, gru",
+            f"applies to model=mlp; {where[0]}",
+            where[1],
         )
 
 

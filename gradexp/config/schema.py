@@ -12,28 +12,6 @@ from omegaconf import MISSING
 
 
 @dataclass
-class MLPConfig:
-    name: str = "mlp"
-    depth: int = 6  # hidden layers
-    width: int = 128  # units per hidden layer
-    residual: bool = False  # skip connection around each width-preserving hidden layer
-    dropout: float = 0.0  # after each activation
-
-
-@dataclass
-class RNNConfig:
-    name: str = "rnn"
-    cell: str = "rnn_tanh"  # rnn_tanh | rnn_relu | lstm | gru
-    hidden_size: int = 64
-    num_layers: int = 1
-    recurrent_init: str | None = None  # null: the init group sets W_hh too
-    recurrent_gain: float = 1.0  # spectral scale of W_hh under recurrent_init
-
-
-MODEL_SCHEMAS = {"mlp": MLPConfig, "rnn": RNNConfig}
-
-
-@dataclass
 class ActivationConfig:
     name: str = MISSING
     negative_slope: float = 0.01  # leaky_relu
@@ -139,7 +117,7 @@ class SweepConfig:
 class RunConfig:
     """The whole validated configuration of one run, as the builders and the engine read it."""
 
-    model: Any  # MLPConfig | RNNConfig, chosen by model.name
+    model: Any  # the dataclass of the chosen model (gradexp.models.MODELS[model.name].config)
     activation: ActivationConfig
     init: InitConfig
     norm: NormConfig

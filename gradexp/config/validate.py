@@ -11,12 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from gradexp.activations import ACTIVATIONS
+from gradexp.config.checks import at_least, choice, fraction, positive, require
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.hints import unknown_key_problem
-from gradexp.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, RunConfig
+from gradexp.config.schema import GROUP_SCHEMAS, RunConfig
 from gradexp.device import device_problem, host_memory_bytes
-from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES, RECURRENT_INITIALIZERS
-from gradexp.models import RNN_CELLS, parameter_count
+from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES
+from gradexp.models import MODELS
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.sweeps.objective import OBJECTIVES
@@ -49,8 +50,10 @@ def _typed_group(cfg: DictConfig, group: str):
         raise ConfigError(group, NO_VALUE, "missing", ", ".join(_group_choices(group)))
     if group == "model":
         name = node.get("name")
-        _choice("model", name, MODEL_SCHEMAS)
-        schema = MODEL_SCHEMAS[name]
+        choice("model", name, MODELS)
+        if MODELS[name].typed is not None:
+            return MODELS[name].typed(node)
+        schema = MODELS[name].config
     else:
         schema = GROUP_SCHEMAS[group]
     _check_nested_mappings(schema, node, group)
@@ -86,7 +89,7 @@ def _raw_value(node: DictConfig, path: str):
 
 
 def _group_choices(group: str) -> list[str]:
-    registry = {"model": MODEL_SCHEMAS, **_REGISTRIES}.get(group)
+    registry = {"model": MODELS, **_REGISTRIES}.get(group)
     return sorted(registry) if registry else []
 
 
@@ -127,97 +130,50 @@ _REGISTRIES = {
 }
 
 
-def _choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ConfigError(key, value, "no such choice", ", ".join(sorted(choices)))
-
-
-def _require(ok: bool, key: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(key, value, "out of range", allowed)
-
-
 def _check_choices(c: RunConfig) -> None:
     for group, registry in _REGISTRIES.items():
-        _choice(group, getattr(c, group).name, registry)
-    if c.model.name == "rnn":
-        _choice("model.cell", c.model.cell, RNN_CELLS)
-        if c.model.recurrent_init not in (None, *RECURRENT_INITIALIZERS):
-            allowed = ", ".join(RECURRENT_INITIALIZERS) + ", or null (the init group)"
-            raise ConfigError("model.recurrent_init", c.model.recurrent_init, "no such choice", allowed)
-    _choice("objective.metric", c.objective.metric, OBJECTIVES)
+        choice(group, getattr(c, group).name, registry)
+    choice("objective.metric", c.objective.metric, OBJECTIVES)
     if c.init.name.startswith("kaiming"):
-        _choice("init.mode", c.init.mode, KAIMING_MODES)
-        _choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)
-
-
-def _at_least(c, group: str, key: str, low) -> None:
-    value = getattr(getattr(c, group), key)
-    kind = "an integer" if isinstance(low, int) else "a number"
-    _require(value >= low, f"{group}.{key}", value, f"{kind} >= {low}")
-
-
-def _positive(c, group: str, key: str, nullable: bool = False) -> None:
-    value = getattr(getattr(c, group), key)
-    if value is None and nullable:
-        return
-    _require(
-        value is not None and value > 0,
-        f"{group}.{key}",
-        value,
-        "a number > 0" + (" or null" if nullable else ""),
-    )
-
-
-def _fraction(c, group: str, key: str) -> None:
-    value = getattr(getattr(c, group), key)
-    _require(0 <= value < 1, f"{group}.{key}", value, "a number in [0, 1)")
+        choice("init.mode", c.init.mode, KAIMING_MODES)
+        choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)
 
 
 def _check_ranges(c: RunConfig) -> None:
-    if c.model.name == "mlp":
-        _at_least(c, "model", "depth", 1)
-        _at_least(c, "model", "width", 1)
-        _fraction(c, "model", "dropout")
-    else:
-        _at_least(c, "model", "hidden_size", 1)
-        _at_least(c, "model", "num_layers", 1)
-        _positive(c, "model", "recurrent_gain")
-    _at_least(c, "activation", "alpha", 0.0)
+    MODELS[c.model.name].check(c)
+    at_least(c, "activation", "alpha", 0.0)
     _check_init_ranges(c)
     _check_optimizer_ranges(c)
     for key in ("step_size",):
-        _at_least(c, "scheduler", key, 1)
-    _positive(c, "scheduler", "gamma")
-    _require(
+        at_least(c, "scheduler", key, 1)
+    positive(c, "scheduler", "gamma")
+    require(
         c.scheduler.t_max is None or c.scheduler.t_max >= 1,
         "scheduler.t_max",
         c.scheduler.t_max,
         "an integer >= 1 or null",
     )
-    _at_least(c, "scheduler", "eta_min", 0.0)
+    at_least(c, "scheduler", "eta_min", 0.0)
     for key in ("n_train", "n_val", "d_in", "d_out", "teacher_width"):
-        _at_least(c, "task", key, 1)
-    _at_least(c, "task", "n_classes", 2)
-    _at_least(c, "task", "seq_len", 2)
-    _at_least(c, "task", "separation", 0.0)
-    _at_least(c, "task", "noise", 0.0)
+        at_least(c, "task", key, 1)
+    at_least(c, "task", "n_classes", 2)
+    at_least(c, "task", "seq_len", 2)
+    at_least(c, "task", "separation", 0.0)
+    at_least(c, "task", "noise", 0.0)
     for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_every"):
-        _at_least(c, "trainer", key, 1)
-    _require(
-        0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]"
-    )
+        at_least(c, "trainer", key, 1)
+    require(0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]")
     every = c.trainer.checkpoint_every
-    _require(every is None or every >= 1, "trainer.checkpoint_every", every, "an integer >= 1 or null")
+    require(every is None or every >= 1, "trainer.checkpoint_every", every, "an integer >= 1 or null")
     threads = c.trainer.threads
-    _require(threads is None or threads >= 1, "trainer.threads", threads, "an integer >= 1 or null")
+    require(threads is None or threads >= 1, "trainer.threads", threads, "an integer >= 1 or null")
     for key in ("max_norm", "value"):
         value = getattr(c.trainer.clip, key)
-        _require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")
+        require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")
     for key in ("every", "histograms_every"):
         value = getattr(c.diagnostics, key)
-        _require(value is None or value >= 1, f"diagnostics.{key}", value, "an integer >= 1 or null")
-    _require(
+        require(value is None or value >= 1, f"diagnostics.{key}", value, "an integer >= 1 or null")
+    require(
         0 < c.diagnostics.saturation_fraction < 1,
         "diagnostics.saturation_fraction",
         c.diagnostics.saturation_fraction,
@@ -226,25 +182,25 @@ def _check_ranges(c: RunConfig) -> None:
 
 
 def _check_init_ranges(c: RunConfig) -> None:
-    _at_least(c, "init", "std", 0.0)
-    _at_least(c, "init", "gain", 0.0)
-    _require(c.init.low < c.init.high, "init.high", c.init.high, f"a number > init.low ({c.init.low})")
+    at_least(c, "init", "std", 0.0)
+    at_least(c, "init", "gain", 0.0)
+    require(c.init.low < c.init.high, "init.high", c.init.high, f"a number > init.low ({c.init.low})")
 
 
 def _check_optimizer_ranges(c: RunConfig) -> None:
-    _positive(c, "optimizer", "lr")
-    _at_least(c, "optimizer", "weight_decay", 0.0)
-    _fraction(c, "optimizer", "momentum")
-    _fraction(c, "optimizer", "alpha")
-    _positive(c, "optimizer", "eps")
-    _at_least(c, "optimizer", "lr_decay", 0.0)
+    positive(c, "optimizer", "lr")
+    at_least(c, "optimizer", "weight_decay", 0.0)
+    fraction(c, "optimizer", "momentum")
+    fraction(c, "optimizer", "alpha")
+    positive(c, "optimizer", "eps")
+    at_least(c, "optimizer", "lr_decay", 0.0)
     betas = c.optimizer.betas
-    _require(
+    require(
         len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", betas, "two numbers in [0, 1)"
     )
     if c.optimizer.name in ("adam", "adamw"):  # the first step divides lr by 1 - beta1
         largest = FLOAT32_MAX * (1 - betas[0])
-        _require(
+        require(
             c.optimizer.lr <= largest,
             "optimizer.lr",
             c.optimizer.lr,
@@ -252,7 +208,7 @@ def _check_optimizer_ranges(c: RunConfig) -> None:
             "which must stay within float32)",
         )
     if c.optimizer.name == "nesterov":
-        _require(
+        require(
             c.optimizer.momentum > 0,
             "optimizer.momentum",
             c.optimizer.momentum,
@@ -285,21 +241,22 @@ def _numbers(node, prefix: str):
 
 
 def _check_combinations(c: RunConfig) -> None:
-    if c.model.name == "rnn" and c.norm.name != "none":
+    if "norm" not in MODELS[c.model.name].groups and c.norm.name != "none":
         raise ConfigError(
             "norm",
             c.norm.name,
-            "not supported with model=rnn (normalization sits between an MLP's linear maps and activations)",
+            f"not supported with model={c.model.name} "
+            "(normalization sits between an MLP's linear maps and activations)",
             "none",
         )
     if c.norm.name == "batchnorm":
-        _require(
+        require(
             c.trainer.batch_size >= 2,
             "trainer.batch_size",
             c.trainer.batch_size,
             "an integer >= 2 with norm=batchnorm (it normalizes over the batch)",
         )
-    _require(
+    require(
         c.trainer.batch_size <= c.task.n_train,
         "trainer.batch_size",
         c.trainer.batch_size,
@@ -323,20 +280,22 @@ def _check_fits_in_memory(c: RunConfig) -> None:
     if limit is None:
         return
     input_shape, outputs = data_shape(c.task)
-    m = c.model
-    size_keys = ("depth", "width") if m.name == "mlp" else ("hidden_size", "num_layers")
-    units = m.width * m.depth if m.name == "mlp" else m.hidden_size * m.num_layers * input_shape[0]
-    per_step = max(c.trainer.batch_size, min(c.task.n_val, EVAL_CHUNK))
-    model_key = _largest(c, "model", size_keys)
     parts = [  # (the key that drives the part, its bytes)
-        (model_key, BYTES_PER_PARAMETER * parameter_count(c, input_shape, outputs)),
         (
             _largest(c, "task", ("n_train", "n_val", "d_in", "seq_len")),
             4 * (c.task.n_train + c.task.n_val) * (math.prod(input_shape) + outputs),
         ),
-        # activations, their gradients and the diagnostics' copies: a batch's rows by the model's units
-        ("trainer.batch_size" if per_step >= units else model_key, 16 * per_step * units),
     ]
+    size_of = MODELS[c.model.name].size
+    if size_of is not None:  # a custom model's size is known once it is built
+        size = size_of(c, input_shape, outputs)
+        per_step = max(c.trainer.batch_size, min(c.task.n_val, EVAL_CHUNK))
+        model_key = _largest(c, "model", size.keys)
+        parts += [
+            (model_key, BYTES_PER_PARAMETER * size.parameters),
+            # activations, their gradients and the diagnostics' copies: a batch's rows by its units
+            ("trainer.batch_size" if per_step >= size.units else model_key, 16 * per_step * size.units),
+        ]
     total = sum(size for _, size in parts)
     if total > limit:
         key = max(parts, key=lambda part: part[1])[0]

@@ -1,47 +1,50 @@
-"""The engine's single entry point to the diagnostics: what to measure at a diagnostic step,
-before and after the optimizer's update, handed to the recorder as device tensors."""
+"""The engine's single entry point to the diagnostics: at a diagnostic step, the hooks that the
+due measurements need, then each measurement before and after the optimizer's update, handed to
+the recorder as one device tensor of scalars per step."""
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gradexp.config.schema import DiagnosticsConfig
 from gradexp.diagnostics.histograms import Histograms, display_only
-from gradexp.diagnostics.signals import MLPSignals
-from gradexp.diagnostics.through_time import ThroughTime
-from gradexp.models import MLP, RNN
+from gradexp.measurements import MEASUREMENTS, Context, Measurement, Output
+from gradexp.measurements.capture import Capture
+from gradexp.network import Network
 from gradexp.recorder import GradientRecorder
-
-POWER_ITERATIONS = 30  # per diagnostic step; warm starts make the estimate converge over training
 
 
 class Diagnostics:
     def __init__(
         self,
         cfg: DiagnosticsConfig,
-        model: nn.Module,
-        family: str | None,
+        network: Network,
+        model_name: str,
         recorder: GradientRecorder,
         last_step: int,
         grad_accum: int = 1,
     ):
         self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
-        self.names = [name for name, _ in model.layers()]
-        self.weights = [w for _, w in model.layers()]
-        self.signals = self.through_time = None
-        if isinstance(model, MLP):
-            hidden = list(zip(self.names[:-1], model.hidden))
-            self.signals = MLPSignals(hidden, (self.names[-1], model.output), family, cfg.saturation_fraction)
-            self.signals.grad_scale = float(grad_accum)
-        if isinstance(model, RNN):
-            self.through_time = ThroughTime(model)
-            self.recurrent = [(n, w) for n, w in model.layers() if n.endswith("_hh")]
+        context = Context(network, model_name, cfg, float(grad_accum))
+        self.measurements: list[Measurement] = []
+        self.not_applicable: dict[str, str] = {}  # measurement -> why it does not apply here
+        for kind in MEASUREMENTS:
+            reason = kind.applies(context)
+            if reason is None:
+                self.measurements.append(kind(context))
+            else:
+                self.not_applicable[kind.__name__] = reason
+        self.capture = Capture(network, {need for m in self.measurements for need in m.needs})
+        self.weights = [layer.weight for layer in network.layers]
+        self.names = network.layer_names
         self.histograms = Histograms()
-        self._singular_vectors: dict[str, Tensor] = {}
-        self._before: list[Tensor] | None = None  # the weights before the update, reused every time
-        self._pending: tuple[int, list[str], list[Tensor], Tensor] | None = None
+        self._pending: tuple[int, list[str], list[Tensor]] | None = None
+
+    def signals(self) -> list:
+        """What the applicable measurements write (for the charts)."""
+        return [s for m in self.measurements for s in m.signals]
 
     def due(self, step: int) -> bool:
         """A diagnostic step: signals or histograms are due (activation histograms need the hooks)."""
@@ -51,81 +54,58 @@ class Diagnostics:
         return interval is not None and (step % interval == 0 or step == self.last_step)
 
     def watch(self) -> AbstractContextManager:
-        """Hooks for the forward and backward pass of a diagnostic step (MLPs only)."""
-        return self.signals.capture() if self.signals else nullcontext()
+        """Hooks for the forward and backward pass of a diagnostic step."""
+        return self.capture.hooks() if self.capture.needs else nullcontext()
 
     @torch.no_grad()
     def before_update(self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> None:
-        """Collect the step's signals; snapshot the weights so the update can be measured. A step
-        where only histograms are due records histograms alone."""
-        if not self._every(self.cfg.every, step):
-            activations = dict(self.signals.activations) if self.signals else {}
-            if self.through_time:
-                with torch.enable_grad():
-                    _, activations = self.through_time.measure(*batch, loss_fn)
-            self._histograms(step, activations)
-            return
-        tags, parts = [], []
-        activations = dict(self.signals.activations) if self.signals else {}
-        if self.signals:
-            signal_tags, values = self.signals.values()
-            tags, parts = [*signal_tags], [values]
-        if self.through_time:
-            with torch.enable_grad():
-                norms, activations = self.through_time.measure(*batch, loss_fn)
-            curves = torch.stack(list(norms.values()))  # recurrent layer x time step
-            self.recorder.record_vectors(step, [f"grad_through_time/{n}" for n in norms], curves)
-            tags += [f"grad_through_time_ratio/{n}" for n in norms]
-            tags += [f"spectral_norm/{n}" for n, _ in self.recurrent]
-            parts += [curves[:, 0] / curves[:, -1], self._spectral_norms()]
-        weight_norms = torch.stack(torch._foreach_norm(self.weights))
-        tags += [f"weight_norm/{n}" for n in self.names]
-        parts.append(weight_norms)
+        """Run the due measurements; a step where only histograms are due records histograms
+        alone (with the activations that the measurements feeding them captured)."""
+        signals = self._every(self.cfg.every, step)
+        tags, parts, activations = [], [], {}
+        for m in self.measurements:
+            if signals or m.due_with_histograms:
+                out = m.measure(self.capture, batch, loss_fn)
+                activations.update(out.activations)
+                if signals:
+                    self._collect(step, out, tags, parts)
         if self._every(self.cfg.histograms_every, step):
             self._histograms(step, activations)
-        if self._before is None:
-            self._before = [torch.empty_like(w) for w in self.weights]
-        torch._foreach_copy_(self._before, self.weights)
-        self._pending = (step, tags, parts, weight_norms)
+        self._pending = (step, tags, parts) if signals else None
 
     @torch.no_grad()
     def after_update(self) -> None:
-        """update_ratio = ||W_after - W_before|| / ||W_before||, then hand everything over."""
+        """What the update did, then everything of the step to the recorder at once."""
         if self._pending is None:  # a histogram-only step
             return
-        step, tags, parts, weight_norms = self._pending
-        torch._foreach_sub_(self._before, self.weights)  # in place: before - after = -update
-        deltas = torch.stack(torch._foreach_norm(self._before))
-        parts.append(deltas / weight_norms.clamp_min(1e-30))
-        tags += [f"update_ratio/{n}" for n in self.names]
-        self.recorder.record_scalars(step, tags, torch.cat(parts))
+        step, tags, parts = self._pending
+        for m in self.measurements:
+            out = m.after_update()
+            if out is not None:
+                self._collect(step, out, tags, parts)
+        if tags:
+            self.recorder.record_scalars(step, tags, torch.cat([p.reshape(-1).float() for p in parts]))
         self._pending = None
 
+    def _collect(self, step: int, out: Output, tags: list[str], parts: list[Tensor]) -> None:
+        for names, values in out.scalars:
+            tags += names
+            parts.append(values)
+        for names, vectors in out.vectors:
+            self.recorder.record_vectors(step, names, vectors)
+
     def state_dict(self) -> dict:
-        """The power iteration's warm starts. (The histograms' samples need no saving: they are
-        drawn from a generator seeded at start, in the same order after a resume.)"""
-        return {"singular_vectors": {n: v.cpu() for n, v in self._singular_vectors.items()}}
+        """The measurements' own state (the power iteration's warm starts). The histograms'
+        samples need no saving: they are drawn from a generator seeded at start, in the same
+        order after a resume."""
+        state = {}
+        for m in self.measurements:
+            state.update(m.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        device = self.weights[0].device
-        self._singular_vectors = {n: v.to(device) for n, v in state["singular_vectors"].items()}
-
-    def _spectral_norms(self) -> Tensor:
-        """The largest singular value of each W_hh (for LSTM and GRU, the largest over their gate
-        blocks, each an H x H recurrence), by power iteration warm-started from the last diagnostic
-        step: unlike an SVD it never waits for the GPU and never raises on a diverged matrix."""
-        sigmas = []
-        for name, w in self.recurrent:
-            blocks = w.view(-1, w.shape[1], w.shape[1])  # gate x H x H
-            v = self._singular_vectors.get(name)
-            if v is None:
-                v = torch.ones(blocks.shape[0], w.shape[1], 1, device=w.device, dtype=w.dtype)
-            for _ in range(POWER_ITERATIONS):
-                v = blocks.transpose(1, 2) @ (blocks @ v)
-                v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
-            self._singular_vectors[name] = v
-            sigmas.append(torch.linalg.vector_norm(blocks @ v, dim=1).amax())
-        return torch.stack(sigmas)
+        for m in self.measurements:
+            m.load_state_dict(state)
 
     def _histograms(self, step: int, activations: dict[str, Tensor]) -> None:
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]

@@ -10,22 +10,10 @@ from gradexp.activations import ACTIVATIONS
 from gradexp.config.schema import RunConfig
 from gradexp.diagnostics import figures
 from gradexp.diagnostics.theory import measured_factor, predict_chi1, signal_verdict, verdict
+from gradexp.measurements.catalog import summary_prefixes
 from gradexp.models import MLP
 from gradexp.recorder import GradientRecorder
 from gradexp.sinks.layout import fmt
-
-# Per-layer signals whose first and last values go into summary.json as <prefix>_first/_last.
-SIGNALS = (
-    "grad_signal",
-    "act_mean",
-    "act_std",
-    "saturation",
-    "dead",
-    "weight_norm",
-    "update_ratio",
-    "spectral_norm",
-    "grad_through_time_ratio",
-)
 
 
 def predict(config: RunConfig, model: nn.Module) -> dict:
@@ -72,8 +60,10 @@ def predict(config: RunConfig, model: nn.Module) -> dict:
 
 
 def _not_applicable(config: RunConfig, model: nn.Module) -> str | None:
-    if not isinstance(model, MLP):
+    if config.model.name == "rnn":
         return "it describes MLPs; for an RNN read the gradient through time"
+    if not isinstance(model, MLP):
+        return "it describes gradexp's plain MLP; for this network read the measured signals"
     if config.norm.name != "none":
         return f"norm={config.norm.name} rescales every pre-activation"
     if config.model.residual:
@@ -86,9 +76,12 @@ def _not_applicable(config: RunConfig, model: nn.Module) -> str | None:
 def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -> dict:
     """The diagnostics' keys of summary.json."""
     summary = {}
-    for prefix in SIGNALS:
+    order = [*recorder.layer_names, *recorder.block_names]
+    for prefix in summary_prefixes():
+        if prefix == "block_grad_norm":
+            continue  # the engine's, from the logged steps
         for when, values in (("first", recorder.first_values), ("last", recorder.last_values)):
-            summary[f"{prefix}_{when}"] = _by_layer(values, prefix, recorder.layer_names)
+            summary[f"{prefix}_{when}"] = _by_layer(values, prefix, order)
     for when, pick in (("first", 0), ("last", -1)):
         summary[f"grad_through_time_{when}"] = {
             tag.split("/", 1)[1]: history[pick][1] for tag, history in recorder.vector_history.items()
@@ -107,15 +100,22 @@ def summarize(config: RunConfig, recorder: GradientRecorder, prediction: dict) -
 
 
 def _measured_verdict(config: RunConfig, recorder: GradientRecorder, summary: dict, when: str):
-    """(the MLP's per-layer signal factor or None, the verdict) at the first or last diagnostic
-    step: from the back-propagated signal of an MLP, the gradient through time of an RNN."""
-    if config.model.name != "mlp":
+    """(the per-layer factor of the squared signal or None, the verdict) at the first or last
+    diagnostic step: from the gradient through time of an RNN; along the residual stream of a
+    network with blocks; else from the back-propagated signal of the layers before the output."""
+    if summary[f"grad_through_time_ratio_{when}"]:
         return None, _through_time_verdict(summary[f"grad_through_time_ratio_{when}"])
-    hidden = recorder.layer_names[:-1]
-    signal = summary[f"grad_signal_{when}"]
-    norms = [signal[n] for n in hidden] if all(n in signal for n in hidden) else []
+    if recorder.block_names:
+        stream = summary[f"resid_grad_{when}"]
+        norms = [stream[n] for n in recorder.block_names if n in stream]
+    else:
+        signal = summary[f"grad_signal_{when}"]
+        hidden = [n for n in recorder.layer_names[:-1] if n in signal]
+        norms = [signal[n] for n in hidden]
+    if len(norms) < 2:
+        return None, None
     factor = measured_factor(norms)
-    return factor, signal_verdict(norms, factor, config.model.depth) if norms else None
+    return factor, signal_verdict(norms, factor, len(norms))
 
 
 def _measured_at(recorder: GradientRecorder, when: str) -> int | None:
@@ -123,7 +123,7 @@ def _measured_at(recorder: GradientRecorder, when: str) -> int | None:
     steps = [
         s
         for tag, s in recorder.value_steps.items()
-        if tag.startswith(("grad_signal/", "grad_through_time_ratio/"))
+        if tag.startswith(("grad_signal/", "grad_through_time_ratio/", "resid_grad/"))
     ]
     if not steps:
         return None

@@ -9,13 +9,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from gradexp.measurements.catalog import layer_columns
 from gradexp.recorder import StepRecord
+from gradexp.sinks.base import Sink
 from gradexp.sinks.layout import PIPE_WIDTH, Column, fmt, make_console, stacked_tables
 
 
-class ConsoleSink:
-    def __init__(self, steps: int, console: Console | None = None):
+class ConsoleSink(Sink):
+    def __init__(self, steps: int, run_dir: str, console: Console | None = None):
         self.console = console or make_console()
+        self.run_dir = run_dir
         self._progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -44,34 +47,19 @@ class ConsoleSink:
     def close(self) -> None:
         self._progress.stop()
 
-    def finish(self, summary: dict, run_dir: str) -> None:
+    def finish(self, summary: dict) -> None:
         self.close()
         for part in run_report(summary, self.console.width):
             self.console.print(part, highlight=False)
-        shown = relative_to_cwd(run_dir)
+        shown = relative_to_cwd(self.run_dir)
         self.console.print(f"files:       {shown}")
         self.console.print(f"tensorboard: tensorboard --logdir {shown}")
-
-
-def describe(c, device: object, params: int | None) -> str:
-    """One line that says what is being trained: for the top of the terminal output, and for
-    runs compared side by side. `c` is the run's config (typed, or as summary.json keeps it)."""
-    if c.model.name == "mlp":
-        model = f"mlp {c.model.depth}x{c.model.width} {c.activation.name} norm={c.norm.name}"
-        model += " residual" if c.model.residual else ""
-    else:
-        model = f"rnn {c.model.cell} {c.model.num_layers}x{c.model.hidden_size}"
-    size = f" | {params:,} params" if params is not None else ""
-    return (
-        f"{model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
-        f"| task={c.task.name} | {c.trainer.steps} steps on {device}{size}"
-    )
 
 
 def run_report(summary: dict, width: int) -> list:
     """What a run's end shows: the per-layer table(s), the diagnosis and the status line; also
     what `gradexp-report <run dir>` prints again from summary.json, and what gradexp.log keeps."""
-    return [*_layer_tables(summary, width), *_diagnosis(summary), _status_line(summary)]
+    return [*_tables(summary, width), *_diagnosis(summary), _status_line(summary)]
 
 
 def report_text(summary: dict) -> str:
@@ -82,17 +70,45 @@ def report_text(summary: dict) -> str:
     return console.file.getvalue()
 
 
-# Optional per-layer columns: (summary key, heading), shown when the run measured them. "first"
-# is the first diagnostic step (step 0), "last" the last one.
-_SIGNAL_COLUMNS = [
-    ("grad_signal_first", "signal ||dL/dz|| {first}"),
-    ("act_std_first", "act std {first}"),
-    ("saturation_first", "saturated {first}"),
-    ("saturation_last", "saturated {last}"),
-    ("dead_first", "dead {first}"),
-    ("dead_last", "dead {last}"),
-    ("update_ratio_last", "update ratio {last}"),
-]
+LAYER_ROWS = 40  # more layers than this, in a network with blocks: the per-block table alone
+
+
+def _tables(summary: dict, width: int) -> list:
+    """The per-layer table, and for a network with blocks the per-block one; a network with
+    hundreds of layers shows its blocks alone (every layer is in summary.json and TensorBoard)."""
+    blocks = summary.get("blocks") or []
+    if not blocks:
+        return _layer_tables(summary, width)
+    if len(summary["layers"]) <= LAYER_ROWS:
+        return [*_layer_tables(summary, width), *_block_tables(summary, width)]
+    note = (
+        f"{len(summary['layers'])} layers in {len(blocks)} blocks: per block below; "
+        "every layer's norms are in summary.json and TensorBoard (grad_norm/<layer>)"
+    )
+    return [note, *_block_tables(summary, width)]
+
+
+def _block_tables(summary: dict, width: int) -> list[Table]:
+    """Per block: the gradient norm over its parameters at the first and last recorded steps, and
+    along the residual stream, the forward std and the gradient at its output."""
+    first, last = summary.get("block_grad_norm_first") or {}, summary.get("block_grad_norm_last") or {}
+    last_step = summary["last_recorded_step"]
+    columns = [Column("grad step 0")]
+    cells = {block: [fmt(first.get(block))] for block in summary["blocks"]}
+    if last_step not in (None, 0):
+        columns += [Column(f"grad step {last_step}"), Column(f"step {last_step} / step 0")]
+        for block, row in cells.items():
+            a, b = first.get(block), last.get(block)
+            row += [fmt(b), fmt(b / a if a and b is not None and math.isfinite(b) else None)]
+    step = f"step {summary.get('verdict_step') or 0}"
+    for key, heading in (("resid_std_first", "stream std"), ("resid_grad_first", "stream ||dL/dx||")):
+        if summary.get(key):
+            columns.append(Column(f"{heading} {step}"))
+            for block, row in cells.items():
+                row.append(fmt(summary[key].get(block)))
+    rows = [[escape(block), *row] for block, row in cells.items()]
+    title = "Per block: gradient norm (its parameters, L2) and the residual stream at its output"
+    return stacked_tables(title, [Column("block", right=False)], columns, rows, width)
 
 
 def _layer_tables(summary: dict, width: int) -> list[Table]:
@@ -113,7 +129,7 @@ def _layer_tables(summary: dict, width: int) -> list[Table]:
             ratio = b / a if a and b is not None and math.isfinite(b) else None
             row += [fmt(b), fmt(ratio)]
     one_diagnostic_step = later_diagnostic_step(summary) is None
-    for key, heading in _SIGNAL_COLUMNS:
+    for key, heading in layer_columns():
         twin = key.replace("_last", "_first")
         if one_diagnostic_step and twin != key and summary.get(twin):
             continue  # the last diagnostic step is the first: its column is there already

@@ -12,40 +12,26 @@ from torch.utils.tensorboard.summary import custom_scalars
 
 from gradexp.diagnostics.histograms import histogram_proto
 from gradexp.recorder import StepRecord
+from gradexp.sinks.base import Sink
 from gradexp.sinks.event_file import EventFile
 from gradexp.sinks.hparams import columns, metric_values, session_records
 
-# One chart per signal, each overlaying every layer (TensorBoard's Custom Scalars dashboard).
-LAYOUT = {
-    "gradexp": {
-        "loss": ["Multiline", [r"loss/.*"]],
-        "gradient norm per layer (weights)": ["Multiline", [r"grad_norm/\d+_.*"]],
-        "total gradient norm, before and after clipping": ["Multiline", [r"grad_norm/total.*"]],
-        "back-propagated signal ||dL/dz|| per layer": ["Multiline", [r"grad_signal/.*"]],
-        "activation mean per layer": ["Multiline", [r"act_mean/.*"]],
-        "activation std per layer": ["Multiline", [r"act_std/.*"]],
-        "saturated units (share)": ["Multiline", [r"saturation/.*"]],
-        "dead units (share)": ["Multiline", [r"dead/.*"]],
-        "weight norm per layer": ["Multiline", [r"weight_norm/.*"]],
-        "update ratio ||dW|| / ||W|| per layer": ["Multiline", [r"update_ratio/.*"]],
-        "largest singular value of W_hh": ["Multiline", [r"spectral_norm/.*"]],
-        "gradient through time ||dL/dh_1|| / ||dL/dh_T||": ["Multiline", [r"grad_through_time_ratio/.*"]],
-        "clipping": ["Multiline", [r"clip/.*"]],
-    }
-}
 
-
-class TensorBoardSink:
+class TensorBoardSink(Sink):
     """Writes each StepRecord as a single event holding all its values, rather than one event
     per tag: the file stays small and writing 30 layers costs one protobuf, not 30."""
 
-    def __init__(self, run_dir: Path, restart: bool = False):
-        """`restart`: the directory holds an earlier attempt's events (a sweep job run again);
-        TensorBoard is told to drop them, so the new attempt's curves stand alone."""
+    def __init__(self, run_dir: Path, charts: dict[str, list[str]] | None = None, restart: bool = False):
+        """`charts`: the Custom Scalars dashboard, a chart title -> the tag patterns it overlays
+        (derived from the measurements). `restart`: the directory holds an earlier attempt's
+        events (a sweep job run again); TensorBoard is told to drop them, so the new attempt's
+        curves stand alone."""
         self._writer = EventFile(run_dir)
         if restart:
             self.resume_at(0)
-        self._add(0, custom_scalars(LAYOUT))
+        if charts:
+            layout = {"gradexp": {title: ["Multiline", patterns] for title, patterns in charts.items()}}
+            self._add(0, custom_scalars(layout))
 
     def _add(self, step: int, summary: Summary) -> None:
         self._writer.add(Event(wall_time=time.time(), step=step, summary=summary))
@@ -65,6 +51,13 @@ class TensorBoardSink:
         values = [Summary.Value(tag=f"figures/{name}", image=_image(png)) for name, png in images.items()]
         self._add(step, Summary(value=values))
         self._writer.flush()
+
+    def finish(self, summary: dict) -> None:
+        """The run's row of TensorBoard's HParams dashboard, then the file is closed."""
+        try:
+            self.write_results(summary)
+        finally:
+            self.close()
 
     def write_results(self, summary: dict) -> None:
         """The run's row of TensorBoard's HParams dashboard: its values, status and final metrics."""

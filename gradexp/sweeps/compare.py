@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradexp.diagnostics import figures
-from gradexp.sinks.console import describe, later_diagnostic_step
+from gradexp.models import describe
+from gradexp.sinks.console import later_diagnostic_step
 from gradexp.sinks.layout import Column, fmt, stacked_tables
 
 # Per-layer summary keys compared, with their headings ({step} is filled in per run).

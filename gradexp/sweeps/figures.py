@@ -42,11 +42,11 @@ def label(job: Job, table: Table) -> str:
 
 
 def norm_vs_depth(table: Table) -> bytes | None:
-    """One line per MLP configuration, against depth at step 0: the weight-gradient norm, and
-    beside it the back-propagated signal ||dL/dz|| where it was measured (the weight gradient
-    can stay flat while the signal collapses). An RNN's matrices are no depth axis: its jobs
-    are in the through-time figure instead."""
-    jobs = [j for j in table.jobs if j.summary.get("grad_norm_first") and not _is_rnn(j)]
+    """One line per configuration, against depth at step 0: the weight-gradient norm, and beside
+    it the back-propagated signal ||dL/dz|| where it was measured (the weight gradient can stay
+    flat while the signal collapses). An RNN's matrices are no depth axis: its jobs are in the
+    through-time figure instead."""
+    jobs = [j for j in table.jobs if j.summary.get("grad_norm_first") and not _no_depth_axis(j)]
     if not jobs:
         return None
     panels = [("grad_norm_first", "weight gradient ||dL/dW||")]
@@ -202,8 +202,9 @@ def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[fl
     return layers, steps, [[by_step[s].get(layer, math.nan) for layer in layers] for s in steps]
 
 
-def _is_rnn(job: Job) -> bool:
-    return (job.summary.get("config") or {}).get("model", {}).get("name") == "rnn"
+def _no_depth_axis(job: Job) -> bool:
+    """Its layers are no depth (an RNN's matrices; its model's spec says so in the summary)."""
+    return job.summary.get("depth_axis") is False
 
 
 def _values(table: Table, key: str) -> list[str]:

@@ -1,0 +1,73 @@
+"""The hooks of a diagnostic step, installed once for all the measurements that need them (what
+Cockpit calls extensions) and only for that step's first forward and backward pass.
+
+- layers: the gradient at each layer's output y, dL/dy (every output a layer's modules gave:
+  a module called twice, or a weight two modules share, has several);
+- activations: each activation site's input and output;
+- blocks: each block's output (the residual stream at its boundary) and the gradient there.
+
+The hooks only keep references; the measurements compute in a few batched operations.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+from torch import Tensor, nn
+
+from gradexp.network import Network
+
+
+class Capture:
+    def __init__(self, network: Network, needs: set[str]):
+        self.network, self.needs = network, needs
+        self.layer_grads: list[list[Tensor]] = []  # per layer, every dL/dy
+        self.act_inputs: list[Tensor | None] = []  # per activation site
+        self.act_outputs: list[Tensor | None] = []
+        self.block_outputs: list[Tensor | None] = []
+        self.block_grads: list[Tensor | None] = []
+        self._site_of = {(id(s.module), s.call): i for i, s in enumerate(network.activations)}
+        self._calls: dict[int, int] = {}
+
+    @contextmanager
+    def hooks(self) -> Iterator[None]:
+        n = self.network
+        self.layer_grads = [[] for _ in n.layers]
+        self.act_inputs, self.act_outputs = [None] * len(n.activations), [None] * len(n.activations)
+        self.block_outputs, self.block_grads = [None] * len(n.blocks), [None] * len(n.blocks)
+        self._calls = {}
+        handles = []
+        if "layers" in self.needs:
+            for i, layer in enumerate(n.layers):
+                for module in layer.modules:
+                    handles.append(module.register_forward_hook(partial(self._on_layer, i)))
+        if "activations" in self.needs:
+            for module in {id(s.module): s.module for s in n.activations}.values():
+                handles.append(module.register_forward_hook(self._on_activation))
+        if "blocks" in self.needs:
+            for i, block in enumerate(n.blocks):
+                handles.append(block.module.register_forward_hook(partial(self._on_block, i)))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _on_layer(self, i: int, module: nn.Module, inputs, y) -> None:
+        if isinstance(y, Tensor) and y.requires_grad:
+            y.register_hook(self.layer_grads[i].append)
+
+    def _on_activation(self, module: nn.Module, inputs, output: Tensor) -> None:
+        call = self._calls.get(id(module), 0)
+        self._calls[id(module)] = call + 1
+        site = self._site_of.get((id(module), call))
+        if site is not None:
+            self.act_inputs[site], self.act_outputs[site] = inputs[0].detach(), output.detach()
+
+    def _on_block(self, i: int, module: nn.Module, inputs, output) -> None:
+        y = output if isinstance(output, Tensor) else next((t for t in output if isinstance(t, Tensor)), None)
+        if y is None:
+            return
+        self.block_outputs[i] = y.detach()
+        if y.requires_grad:
+            y.register_hook(partial(self.block_grads.__setitem__, i))

@@ -1,0 +1,54 @@
+"""grad_signal/<layer>: ||dL/dy|| for the layer's output y = W h (+ b), the back-propagated signal
+whose variance Glorot & Bengio (2010) follow across layers. The weight gradient is
+dL/dW = dL/dy h^T, so the two can differ: the weight gradient can stay flat while this signal
+shrinks. For an MLP, y is the pre-activation z. A layer whose module runs twice, or whose weight
+two modules share (tied embeddings), has several outputs: its y is all of them, and the norm is
+taken over all of them. A recurrent matrix has no output of its own (see grad_through_time).
+
+With gradient accumulation the hooks watch the first micro-batch, and the signal is the gradient
+of that micro-batch's mean loss."""
+
+import torch
+
+from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
+
+
+@measurement
+class GradSignal(Measurement):
+    signals = (
+        Signal(
+            "grad_signal",
+            "back-propagated signal ||dL/dy|| per layer",
+            columns=("first",),
+            heading="signal ||dL/dz|| {step}",
+        ),
+    )
+    needs = frozenset({"layers"})
+    order = 10
+
+    @staticmethod
+    def applies(context: Context) -> str | None:
+        if not any(layer.modules for layer in context.network.layers):
+            return "no layer has an output of its own"
+        return None
+
+    def __init__(self, context: Context):
+        super().__init__(context)
+        layers = context.network.layers
+        self.index = [i for i, layer in enumerate(layers) if layer.modules]
+        self.tags = [f"grad_signal/{layers[i].name}" for i in self.index]
+        self._owners = None
+
+    def measure(self, capture, batch, loss_fn) -> Output:
+        grads = [capture.layer_grads[i] for i in self.index]
+        flat = [g for gs in grads for g in gs]
+        if not flat:
+            return Output()
+        norms = torch.stack(torch._foreach_norm(flat))
+        if len(flat) != len(grads) or any(len(gs) != 1 for gs in grads):  # several outputs, or none
+            owners = torch.tensor([k for k, gs in enumerate(grads) for _ in gs], device=norms.device)
+            norms = norms.new_zeros(len(grads)).index_add_(0, owners, norms.square()).sqrt()
+            missing = [k for k, gs in enumerate(grads) if not gs]
+            if missing:
+                norms[missing] = float("nan")
+        return Output(scalars=[(self.tags, norms * self.context.grad_scale)])

@@ -1,0 +1,118 @@
+"""The RNN: a stacked recurrent network (vanilla, LSTM or GRU); a linear head reads the last
+hidden state. Each recurrent layer is two recorded layers, W_ih and W_hh (`001_rnn1_ih`,
+`002_rnn1_hh`, ..., then `003_output`)."""
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from gradexp.config.checks import at_least, choice, positive
+from gradexp.config.errors import ConfigError
+from gradexp.initializers import RECURRENT_INITIALIZERS, initialize_recurrent
+from gradexp.models.spec import ModelSpec, Size, register
+from gradexp.network import position_names
+
+
+@dataclass
+class RNNConfig:
+    name: str = "rnn"
+    cell: str = "rnn_tanh"  # rnn_tanh | rnn_relu | lstm | gru
+    hidden_size: int = 64
+    num_layers: int = 1
+    recurrent_init: str | None = None  # null: the init group sets W_hh too
+    recurrent_gain: float = 1.0  # spectral scale of W_hh under recurrent_init
+
+
+RNN_CELLS = {
+    "rnn_tanh": (nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
+    "lstm": (nn.LSTM, {}),
+    "gru": (nn.GRU, {}),
+}
+_GATES = {"lstm": 4, "gru": 3}  # weight blocks per recurrent layer; a vanilla cell has one
+
+
+class RNN(nn.Module):
+    """A stacked recurrent network; a linear head reads the last hidden state. A non-sequence
+    input of shape (batch, d) is read as a sequence of d scalars."""
+
+    def __init__(self, d_in: int, d_out: int, cfg):
+        super().__init__()
+        m: RNNConfig = cfg.model
+        cell, kwargs = RNN_CELLS[m.cell]
+        self.rnn = cell(d_in, m.hidden_size, m.num_layers, batch_first=True, **kwargs)
+        self.output = nn.Linear(m.hidden_size, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(-1)
+        states, _ = self.rnn(x)
+        return self.output(states[:, -1])
+
+    def layers(self) -> list[tuple[str, nn.Parameter]]:
+        """Each recurrent layer reports its input-to-hidden and hidden-to-hidden matrices."""
+        roles, weights = [], []
+        for k in range(self.rnn.num_layers):
+            roles += [f"rnn{k + 1}_ih", f"rnn{k + 1}_hh"]
+            weights += [getattr(self.rnn, f"weight_ih_l{k}"), getattr(self.rnn, f"weight_hh_l{k}")]
+        roles.append("output")
+        weights.append(self.output.weight)
+        return list(zip(position_names(roles), weights))
+
+    gradexp_layers = layers
+
+    def gradexp_blocks(self) -> list:
+        return []
+
+    def recurrent_weights(self) -> list[nn.Parameter]:
+        return [getattr(self.rnn, f"weight_hh_l{k}") for k in range(self.rnn.num_layers)]
+
+    def weight_blocks(self) -> list[Tensor]:
+        """What an initializer treats as one matrix: each gate's H-row block of W_ih and W_hh
+        (an LSTM stacks 4 gates, a GRU 3), so fans and orthogonality are per gate, then the head."""
+        hidden = self.rnn.hidden_size
+        return [block for _, w in self.layers()[:-1] for block in w.split(hidden)] + [self.output.weight]
+
+
+def _check(c) -> None:
+    choice("model.cell", c.model.cell, RNN_CELLS)
+    if c.model.recurrent_init not in (None, *RECURRENT_INITIALIZERS):
+        allowed = ", ".join(RECURRENT_INITIALIZERS) + ", or null (the init group)"
+        raise ConfigError("model.recurrent_init", c.model.recurrent_init, "no such choice", allowed)
+    at_least(c, "model", "hidden_size", 1)
+    at_least(c, "model", "num_layers", 1)
+    positive(c, "model", "recurrent_gain")
+
+
+def _features(input_shape: tuple[int, ...]) -> int:
+    return input_shape[-1] if len(input_shape) == 2 else 1
+
+
+def _size(c, input_shape: tuple[int, ...], outputs: int) -> Size:
+    m = c.model
+    gates, features = _GATES.get(m.cell, 1), _features(input_shape)
+    first = gates * m.hidden_size * (features + m.hidden_size + 2)
+    rest = (m.num_layers - 1) * gates * m.hidden_size * (2 * m.hidden_size + 2)
+    units = m.hidden_size * m.num_layers * input_shape[0]
+    return Size(first + rest + (m.hidden_size + 1) * outputs, units, ("hidden_size", "num_layers"))
+
+
+def _after_init(model: RNN, c) -> None:
+    if c.model.recurrent_init is not None:
+        for w_hh in model.recurrent_weights():
+            initialize_recurrent(w_hh, c.model.recurrent_init, c.model.recurrent_gain)
+
+
+register(
+    ModelSpec(
+        name="rnn",
+        config=RNNConfig,
+        build=lambda c, task: RNN(_features(task.input_shape), task.d_out, c),
+        describe=lambda model, activation, norm: f"rnn {model.cell} {model.num_layers}x{model.hidden_size}",
+        check=_check,
+        size=_size,
+        init_blocks=RNN.weight_blocks,
+        after_init=_after_init,
+        depth_axis=False,
+    )
+)
