@@ -50,6 +50,21 @@ VARIANTS = {
         "task.seq_len=30",
         "diagnostics=full",
     ],
+    "custom: tied embeddings, a module called twice, residual blocks, every signal": [
+        "model=custom",
+        "model._target_=tests.networks.Everything",
+        "diagnostics=full",
+    ],
+    "custom: CNN with in-place SiLU, PReLU and BatchNorm, every signal": [
+        "model=custom",
+        "model._target_=tests.networks.ConvNet",
+        "diagnostics=full",
+    ],
+    "custom: Transformer with MultiheadAttention, every signal": [
+        "model=custom",
+        "model._target_=tests.networks.TinyTransformer",
+        "diagnostics=full",
+    ],
     "RNN, vanilla tanh, orthogonal W_hh, clipping": [
         "model=rnn",
         "task=adding",

@@ -163,7 +163,7 @@ def build_run(
     clipping = t.clip.max_norm is not None or t.clip.value is not None
     recorder = GradientRecorder(network, t.log_every, t.steps - 1, clipping)
     diagnostics = (
-        Diagnostics(config.diagnostics, network, config.model.name, recorder, t.steps - 1, t.grad_accum)
+        Diagnostics(config.diagnostics, network, recorder, t.steps - 1, t.grad_accum)
         if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
         else None
     )
@@ -391,7 +391,7 @@ def _summary(
         "provenance": provenance(
             overrides, run.device if run else None, bool(run and run.config.trainer.deterministic)
         ),
-        **(report.summarize(run.config, recorder, run.prediction) if run else {}),
+        **(report.summarize(run.network, recorder, run.prediction) if run else {}),
         "not_measured": run.diagnostics.not_applicable if run and run.diagnostics else {},
         "config": checkpoint.as_container(cfg),
     }

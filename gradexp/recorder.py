@@ -129,7 +129,7 @@ class GradientRecorder:
                 self.first_values.setdefault(tag, value)
                 self.last_values[tag] = value
                 self.value_steps[tag] = (self.value_steps.get(tag, (record.step,))[0], record.step)
-            if f"grad_norm/{self.layer_names[0]}" in record.scalars:
+            if self.layer_names and f"grad_norm/{self.layer_names[0]}" in record.scalars:
                 self.norm_history.append(
                     (record.step, [record.scalars[f"grad_norm/{n}"] for n in self.layer_names])
                 )

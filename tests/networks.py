@@ -71,3 +71,70 @@ class WrongOutput(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
+
+
+class ConvBlock(nn.Module):
+    """conv -> batchnorm -> in-place SiLU -> conv -> batchnorm, added to its input, then a PReLU
+    with a slope per channel (learned: its sign can change)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act = nn.SiLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.out = nn.PReLU(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
+
+
+class ConvNet(nn.Module):
+    """A small ResNet-style CNN over a blobs example read as a 4 x 8 image."""
+
+    def __init__(self, input_shape: tuple[int, ...], d_out: int, channels: int = 8, depth: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(1, channels, 3, padding=1)
+        self.stem_act = nn.ReLU(inplace=True)
+        self.stages = nn.Sequential(*(ConvBlock(channels) for _ in range(depth)))
+        self.head = nn.Linear(channels, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem_act(self.stem(x.view(-1, 1, 4, 8)))
+        return self.head(self.stages(h).mean(dim=(2, 3)))
+
+
+class AttentionBlock(nn.Module):
+    """Pre-LN Transformer block with nn.MultiheadAttention, whose out_proj's forward never runs
+    (its weight is passed to a function)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(2 * width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class TinyTransformer(nn.Module):
+    """A blobs example read as 8 tokens of 4 features."""
+
+    def __init__(self, input_shape: tuple[int, ...], d_out: int, width: int = 16, depth: int = 2):
+        super().__init__()
+        self.embed = nn.Linear(4, width)
+        self.blocks = nn.ModuleList(AttentionBlock(width) for _ in range(depth))
+        self.head = nn.Linear(width, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x.view(x.shape[0], 8, 4))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h.mean(dim=1))

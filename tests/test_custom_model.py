@@ -11,11 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 from gradexp.config import CONFIG_DIR
 from gradexp.config.validate import validate
+from gradexp.diagnostics.theory import max_derivative
 from gradexp.engine import Batches, train
 from gradexp.models import build_model
+from gradexp.sinks.console import run_report
 from gradexp.tasks import build_task
 from tests.conftest import interrupt_once_training, read_scalars, read_summary, run_cli, run_in_process
 
@@ -203,7 +207,8 @@ def test_an_interrupted_custom_model_resumes_to_the_run_never_interrupted(tmp_pa
         (["model=custom"], "model._target_: missing; allowed: an importable nn.Module class or factory"),
         (
             ["model=custom", "model._target_=networks.Nowhere"],
-            "model._target_=networks.Nowhere: cannot be imported",
+            "model._target_=networks.Nowhere: cannot be imported: AttributeError: module 'networks' has "
+            "no attribute 'Nowhere'",
         ),
         (
             ["model=custom", "model._target_=no_such_module.Net"],
@@ -212,6 +217,16 @@ def test_an_interrupted_custom_model_resumes_to_the_run_never_interrupted(tmp_pa
         (
             ["model=custom", "model._target_=networks.plain_stack", "+model.widht=8"],
             "model._target_=networks.plain_stack: does not take these arguments",
+        ),
+        (
+            ["model=custom", "model._target_=torch.nn.Linear"],
+            "model._target_=torch.nn.Linear: does not take these arguments: missing a required argument: "
+            "'in_features'",
+        ),
+        (
+            ["model=custom", "model._target_=broken.Net"],
+            "model._target_=broken.Net: cannot be imported: ModuleNotFoundError: "
+            "No module named 'einops_missing'",
         ),
         (
             ["model=custom", "model._target_=networks.WrongOutput"],
@@ -229,6 +244,7 @@ def test_a_custom_model_mistake_is_one_line_naming_the_key(
     tmp_path, monkeypatch, capsys, overrides, expected
 ):
     shutil.copy(NETWORKS, tmp_path)
+    (tmp_path / "broken.py").write_text("import einops_missing  # a dependency that is not installed\n")
     result = run_in_process(
         *overrides, "trainer.steps=1", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
     )
@@ -236,3 +252,77 @@ def test_a_custom_model_mistake_is_one_line_naming_the_key(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_attention_layers_sit_in_their_block_where_they_run(tmp_path):
+    """MultiheadAttention's in_proj is one weight of a module with several outputs, and its
+    out_proj's forward never runs: both are ordered where the attention runs, before the block's
+    MLP, and neither gets a signal it could not have."""
+    s = train(
+        config("model=custom", "model._target_=networks.TinyTransformer"), tmp_path, show_progress=False
+    )
+    assert s["layers"] == [
+        "001_embed",
+        "002_blocks.0.attn.in_proj_weight",
+        "003_blocks.0.attn.out_proj",
+        "004_blocks.0.fc1",
+        "005_blocks.0.fc2",
+        "006_blocks.1.attn.in_proj_weight",
+        "007_blocks.1.attn.out_proj",
+        "008_blocks.1.fc1",
+        "009_blocks.1.fc2",
+        "010_head",
+    ]
+    assert set(s["grad_signal_first"]) == {"001_embed", "004_blocks.0.fc1", "005_blocks.0.fc2"} | {
+        "008_blocks.1.fc1",
+        "009_blocks.1.fc2",
+        "010_head",
+    }
+    assert all(math.isfinite(v) for v in s["grad_signal_first"].values())
+    assert list(s["saturation_first"]) == ["004_blocks.0.fc1", "008_blocks.1.fc1"]  # the GELUs
+    assert s["blocks"] == ["001_blocks.0", "002_blocks.1"] and s["verdict"] is not None
+
+
+def test_a_cnn_with_in_place_and_learned_activations_is_measured(tmp_path):
+    """Conv kernels are layers; an in-place SiLU is measured on its input as it was before it ran
+    (not on its own output, which overwrote it); a PReLU's dead units are read from its inputs."""
+    cfg = config("model=custom", "model._target_=networks.ConvNet")
+    s = train(cfg, tmp_path, show_progress=False)
+    assert s["status"] == "completed"
+    assert s["layers"][:3] == ["001_stem", "002_stages.0.conv1", "003_stages.0.conv2"]
+    assert s["blocks"] == ["001_stages.0", "002_stages.1"]
+    model, x, y = first_step(cfg)
+    block = model.stages[0]
+    with torch.no_grad():
+        h = model.stem_act(model.stem(x.view(-1, 1, 4, 8)))
+        before_silu = block.bn1(block.conv1(h))
+    grad = torch.func.vmap(torch.func.grad(F.silu))(before_silu.flatten()).view_as(before_silu)
+    threshold = 0.1 * max_derivative(torch.nn.SiLU())  # saturation_fraction x max SiLU'
+    assert s["saturation_first"]["002_stages.0.conv1"] == pytest.approx(
+        (grad < threshold).float().mean().item()
+    )
+    assert 0 <= s["dead_first"]["003_stages.0.conv2"] <= 1
+
+
+def test_a_network_of_many_layers_reads_by_block_and_charts_of_at_most_32_curves(tmp_path):
+    """62 layers in 30 blocks: the terminal's report is the per-block table, and no TensorBoard
+    chart overlays more than 32 curves."""
+    s = train(config(*EVERYTHING, "+model.depth=30"), tmp_path, show_progress=False)
+    assert len(s["layers"]) == 62 and len(s["blocks"]) == 30
+    parts = run_report(s, 200)
+    assert "62 layers in 30 blocks" in parts[0]
+    assert parts[1].title.startswith("Per block") and parts[1].row_count == 30
+    events = [e for f in tmp_path.glob("events.out.tfevents.*") for e in EventFileLoader(str(f)).Load()]
+    [config_value] = [v for e in events for v in e.summary.value if v.tag == "custom_scalars__config__"]
+    layout = layout_pb2.Layout.FromString(config_value.tensor.string_val[0])
+    charts = [chart for category in layout.category for chart in category.chart]
+    for chart in charts:
+        names = chart.multiline.tag[0].split("(", 1)[-1].rstrip(")$").split("|")
+        assert len(names) <= 32, chart.title
+    grad_charts = [c.title for c in charts if c.title.startswith("gradient norm per layer")]
+    assert grad_charts == [
+        "gradient norm per layer (weights): 001_embed to 032_blocks.14.fc2",
+        "gradient norm per layer (weights): 033_blocks.15.fc1 to 062_blocks.29.fc2",
+    ]
+    scalars = read_scalars(tmp_path)
+    assert {f"grad_norm/{name}" for name in s["layers"]} <= set(scalars)

@@ -417,7 +417,7 @@ def measure_signals(model, x, loss) -> dict[str, float]:
     """The back-propagated signal and activation statistics of one forward and backward pass,
     through the measurements' own hooks."""
     network = discover(model, x[:2])
-    context = Context(network, "mlp", DiagnosticsConfig())
+    context = Context(network, DiagnosticsConfig())
     measurements = [GradSignal(context), ActivationStats(context)]
     capture = Capture(network, {"layers", "activations"})
     with capture.hooks():

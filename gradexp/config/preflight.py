@@ -325,9 +325,7 @@ def _check_activation_applies(cfg: DictConfig, job: list[str]) -> None:
     chosen = next((o for o in job if o.split("=")[0].split(".")[0].lstrip("+~") == "activation"), None)
     name = cfg.model.name
     if chosen and name in MODELS and "activation" not in MODELS[name].groups:
-        where = {
-            "rnn": ("an RNN's nonlinearity is model.cell", "model.cell=rnn_tanh, rnn_relu, lstm, gru"),
-        }.get(name, ("a custom model's activations are its own", "no activation=... with this model"))
+        where = MODELS[name].nonlinearity
         raise ConfigError(
             chosen.split("=")[0].lstrip("+~"),
             chosen.partition("=")[2],

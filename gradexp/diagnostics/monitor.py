@@ -21,13 +21,12 @@ class Diagnostics:
         self,
         cfg: DiagnosticsConfig,
         network: Network,
-        model_name: str,
         recorder: GradientRecorder,
         last_step: int,
         grad_accum: int = 1,
     ):
         self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
-        context = Context(network, model_name, cfg, float(grad_accum))
+        context = Context(network, cfg, float(grad_accum))
         self.measurements: list[Measurement] = []
         self.not_applicable: dict[str, str] = {}  # measurement -> why it does not apply here
         for kind in MEASUREMENTS:

@@ -176,3 +176,13 @@ def verdict(factor_per_layer: float | None, layers: int) -> str | None:
     if total_log > math.log(100):
         return "exploding"
     return "stable"
+
+
+def no_prediction(reason: str) -> dict:
+    """The prediction's summary keys where the theory does not apply, and why not."""
+    return {
+        "chi1_predicted": None,
+        "depth_scale_predicted": None,
+        "verdict_predicted": None,
+        "theory_note": f"mean-field theory does not apply: {reason}",
+    }

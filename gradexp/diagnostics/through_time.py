@@ -14,13 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from gradexp.models import RNN
-
 CELLS = {nn.RNN: nn.RNNCell, nn.LSTM: nn.LSTMCell, nn.GRU: nn.GRUCell}
 
 
 class ThroughTime:
-    def __init__(self, model: RNN):
+    def __init__(self, model: nn.Module):
+        """`model`: gradexp's RNN (its `rnn` layer and `output` head)."""
         self.model = model
         rnn = model.rnn
         kind = CELLS[type(rnn)]

@@ -9,11 +9,14 @@
 A site is named after the layer that ran before it: an MLP's `003_hidden` activation follows its
 `003_hidden` linear map."""
 
+import copy as pycopy
+
 import torch
+from torch import Tensor, nn
 
 from gradexp.diagnostics.theory import derivative, max_derivative
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
-from gradexp.measurements.reduce import Stacker, groups, mean_std, scatter
+from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scatter
 
 UNIT_SIGNALS = {"saturating": "saturation", "rectifier": "dead"}
 
@@ -59,23 +62,23 @@ class ActivationStats(Measurement):
             if index:
                 self.unit_sites[family] = index
                 self.tags += [f"{prefix}/{sites[i].name}" for i in index]
-        self._thresholds: dict[str, float] = {}
-        self._signs: dict[str, bool] = {}
-        self._stacker = Stacker()
+        # dead units read off the outputs, from the stack the mean and std are taken from
+        self._dead_from_outputs = [s.family == "rectifier" and _zero_below_zero(s.module) for s in sites]
+        self._thresholds: dict[str, tuple[nn.Module, float]] = {}
+        self._stacker, self._indices = Stacker(), Indices()
 
-    def _threshold(self, module) -> float:
+    def _derivative_of(self, module: nn.Module) -> tuple[nn.Module, float]:
+        """An out-of-place copy of the module (phi' is taken by autograd, which an in-place
+        activation would break) and the saturation threshold, once per kind of module."""
         key = repr(module)
         if key not in self._thresholds:
-            self._thresholds[key] = self.context.config.saturation_fraction * max_derivative(module)
+            copy = module
+            if getattr(module, "inplace", False):
+                copy = pycopy.copy(module)
+                copy.inplace = False
+            fraction = self.context.config.saturation_fraction
+            self._thresholds[key] = (copy, fraction * max_derivative(copy))
         return self._thresholds[key]
-
-    def _negative_gives_non_positive(self, module, like) -> bool:
-        """A ReLU, or a leaky ReLU with a slope >= 0: its output is <= 0 exactly where its input is
-        (read once per kind of module: it is a host sync)."""
-        key = repr(module)
-        if key not in self._signs:
-            self._signs[key] = bool(module.forward(like.new_full((1,), -1.0)) <= 0)
-        return self._signs[key]
 
     def measure(self, capture, batch, loss_fn) -> Output:
         outputs, inputs = capture.act_outputs, capture.act_inputs
@@ -83,35 +86,52 @@ class ActivationStats(Measurement):
         like = next((t for t in outputs if t is not None), None)
         if like is None:
             return Output()
-        means, stds = [], []
-        for (shape, *_), index in groups(outputs).items():
+        means, stds, dead = [], [], []
+        by_shape = groups(outputs, lambda i, t: (self._dead_from_outputs[i],))
+        for (shape, _, reads_dead), index in by_shape.items():
             stacked = self._stacker.stack(f"out{shape}", [outputs[i] for i in index])
+            if reads_dead:  # before mean_std centres the stack in place
+                dead.append((index, _dead_share(stacked)))
             mean, std = mean_std(stacked)
             means.append((index, mean))
             stds.append((index, std))
         n = len(self.sites)
-        parts = [scatter(n, like, means), scatter(n, like, stds)]
+        parts = [scatter(n, like, means, self._indices), scatter(n, like, stds, self._indices)]
         for family, sites in self.unit_sites.items():
-            parts.append(self._units(family, sites, inputs, outputs, like))
+            parts.append(self._units(family, sites, inputs, like, dead if family == "rectifier" else []))
         return Output(scalars=[(self.tags, torch.cat(parts))], activations=activations)
 
-    def _units(self, family, sites, inputs, outputs, like):
+    def _units(self, family, sites, inputs, like, dead_from_outputs):
         """Each site's saturated or dead share, batched over the sites of one shape and module."""
-        present = [i for i in sites if inputs[i] is not None]
-        modules = {i: self.sites[i].module for i in present}
-        values = []
-        by = groups(
-            [inputs[i] if i in modules else None for i in range(len(inputs))],
-            lambda i, t: (repr(modules[i]),),
-        )
-        for _, index in by.items():
-            module = modules[index[0]]
+        position = {site: k for k, site in enumerate(sites)}
+        values = [([position[i] for i in index], share) for index, share in dead_from_outputs]
+        done = {i for index, _ in dead_from_outputs for i in index}
+        modules = {i: self.sites[i].module for i in sites if inputs[i] is not None and i not in done}
+        chosen = [inputs[i] if i in modules else None for i in range(len(inputs))]
+        for _, index in groups(chosen, lambda i, t: (repr(modules[i]),)).items():
+            x = self._stacker.stack("in", [inputs[i] for i in index])
             if family == "saturating":
-                x = self._stacker.stack("in", [inputs[i] for i in index])
-                share = (derivative(module, x) < self._threshold(module)).float().flatten(1).mean(dim=1)
-            else:  # dead: input <= 0 for every example; a ReLU's output tells that where its input does
-                source = outputs if self._negative_gives_non_positive(module, like) else inputs
-                x = self._stacker.stack("units", [source[i] for i in index])
-                share = (x.amax(dim=1) <= 0).float().flatten(1).mean(dim=1)
-            values.append(([sites.index(i) for i in index], share))
-        return scatter(len(sites), like, values)
+                copy, threshold = self._derivative_of(modules[index[0]])
+                share = (derivative(copy, x) < threshold).float().flatten(1).mean(dim=1)
+            else:  # dead, read off the inputs (a learned or negative slope)
+                share = _dead_share(x)
+            values.append(([position[i] for i in index], share))
+        return scatter(len(sites), like, values, self._indices)
+
+
+def _zero_below_zero(module: nn.Module) -> bool:
+    """Whether the module's output is <= 0 exactly where its input is: a ReLU, or a leaky ReLU
+    with a slope >= 0. Known from its class and settings (no tensor, no sync); a learned slope
+    (PReLU) can change sign, so its inputs are read instead."""
+    if isinstance(module, (nn.ReLU, nn.ReLU6)):
+        return True
+    if isinstance(module, nn.LeakyReLU):
+        return module.negative_slope >= 0
+    if isinstance(module, nn.RReLU):
+        return module.lower >= 0
+    return False
+
+
+def _dead_share(stacked: Tensor) -> Tensor:
+    """Per site (row): the share of units <= 0 for every example of the batch (dimension 1)."""
+    return (stacked.amax(dim=1) <= 0).float().flatten(1).mean(dim=1)

@@ -35,7 +35,6 @@ class Context:
     """What a measurement may read about the run it measures."""
 
     network: Network
-    model_name: str  # the config's model.name: for the measurements of one kind of network
     config: DiagnosticsConfig
     grad_scale: float = 1.0  # grad_accum: the hooks see loss / grad_accum's gradient
 

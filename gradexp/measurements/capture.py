@@ -27,7 +27,9 @@ class Capture:
         self.block_outputs: list[Tensor | None] = []
         self.block_grads: list[Tensor | None] = []
         self._site_of = {(id(s.module), s.call): i for i, s in enumerate(network.activations)}
-        self._calls: dict[int, int] = {}
+        self._layer_read_by = _layers_read_by_sites(network) if "activations" in needs else {}
+        self._calls: dict[int, int] = {}  # activation module -> its calls so far in this pass
+        self._copies: dict[int, Tensor] = {}  # an in-place activation's input, before it runs
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -35,14 +37,19 @@ class Capture:
         self.layer_grads = [[] for _ in n.layers]
         self.act_inputs, self.act_outputs = [None] * len(n.activations), [None] * len(n.activations)
         self.block_outputs, self.block_grads = [None] * len(n.blocks), [None] * len(n.blocks)
-        self._calls = {}
+        self._calls, self._copies = {}, {}
         handles = []
         if "layers" in self.needs:
+            read_by_sites = set(self._layer_read_by.values())
             for i, layer in enumerate(n.layers):
+                if i in read_by_sites:
+                    continue  # its output is the input of an activation: taken from there
                 for module in layer.modules:
                     handles.append(module.register_forward_hook(partial(self._on_layer, i)))
         if "activations" in self.needs:
             for module in {id(s.module): s.module for s in n.activations}.values():
+                if getattr(module, "inplace", False):  # its input is overwritten: keep a copy first
+                    handles.append(module.register_forward_pre_hook(self._before_in_place))
                 handles.append(module.register_forward_hook(self._on_activation))
         if "blocks" in self.needs:
             for i, block in enumerate(n.blocks):
@@ -57,17 +64,40 @@ class Capture:
         if isinstance(y, Tensor) and y.requires_grad:
             y.register_hook(self.layer_grads[i].append)
 
+    def _before_in_place(self, module: nn.Module, inputs) -> None:
+        self._copies[id(module)] = inputs[0].detach().clone()
+
     def _on_activation(self, module: nn.Module, inputs, output: Tensor) -> None:
         call = self._calls.get(id(module), 0)
         self._calls[id(module)] = call + 1
         site = self._site_of.get((id(module), call))
         if site is not None:
-            self.act_inputs[site], self.act_outputs[site] = inputs[0].detach(), output.detach()
+            layer = self._layer_read_by.get(site)
+            if layer is not None and "layers" in self.needs and inputs[0].requires_grad:
+                inputs[0].register_hook(self.layer_grads[layer].append)
+            given = self._copies.pop(id(module), None)
+            in_place = given is not None  # its output, too, is a tensor later code may overwrite
+            self.act_inputs[site] = given if in_place else inputs[0].detach()
+            self.act_outputs[site] = output.detach().clone() if in_place else output.detach()
 
     def _on_block(self, i: int, module: nn.Module, inputs, output) -> None:
         y = output if isinstance(output, Tensor) else next((t for t in output if isinstance(t, Tensor)), None)
-        if y is None:
+        if y is None or self.block_outputs[i] is not None:  # a block called twice: its first call
             return
         self.block_outputs[i] = y.detach()
         if y.requires_grad:
             y.register_hook(partial(self.block_grads.__setitem__, i))
+
+
+def _layers_read_by_sites(network: Network) -> dict[int, int]:
+    """site -> layer, for each layer whose one module runs once and whose output goes as is into
+    one activation (an MLP's z -> phi): its dL/dy is hooked from the activation's input, which
+    saves a hook per layer (and each hook costs a few microseconds, at every diagnostic step)."""
+    found = {}
+    for i, layer in enumerate(network.layers):
+        if len(layer.modules) != 1 or layer.calls != 1:
+            continue
+        readers = [k for k, s in enumerate(network.activations) if s.reads is layer.modules[0]]
+        if len(readers) == 1 and not getattr(network.activations[readers[0]].module, "inplace", False):
+            found[readers[0]] = i
+    return found

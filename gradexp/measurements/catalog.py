@@ -6,7 +6,7 @@ import re
 from gradexp.measurements.base import MEASUREMENTS, Signal
 from gradexp.network import Network
 
-MAX_CURVES = 16  # per chart: a network with hundreds of layers gets charts of 16 layers each
+MAX_CURVES = 32  # per chart: a network with hundreds of layers gets charts of 32 layers each
 
 # Written by the recorder at every logged step (the hot path), not by a diagnostic measurement.
 STEP_SIGNALS = (

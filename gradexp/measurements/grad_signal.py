@@ -44,11 +44,22 @@ class GradSignal(Measurement):
         flat = [g for gs in grads for g in gs]
         if not flat:
             return Output()
-        norms = torch.stack(torch._foreach_norm(flat))
-        if len(flat) != len(grads) or any(len(gs) != 1 for gs in grads):  # several outputs, or none
-            owners = torch.tensor([k for k, gs in enumerate(grads) for _ in gs], device=norms.device)
+        norms = torch.stack(torch._foreach_norm(flat)).float()
+        counts = tuple(len(gs) for gs in grads)
+        if any(count != 1 for count in counts):  # several outputs, or none: a norm over all of them
+            owners, missing = self._layout(counts, norms.device)
             norms = norms.new_zeros(len(grads)).index_add_(0, owners, norms.square()).sqrt()
-            missing = [k for k, gs in enumerate(grads) if not gs]
-            if missing:
-                norms[missing] = float("nan")
+            norms = torch.where(missing, torch.nan, norms)
         return Output(scalars=[(self.tags, norms * self.context.grad_scale)])
+
+    def _layout(self, counts: tuple[int, ...], device) -> tuple:
+        """Which layer each output belongs to and which layers had none, on the device, made once
+        per pattern of outputs (from a Python list at every step, it would be a host sync)."""
+        if self._owners is None or self._owners[0] != (counts, str(device)):
+            owners = [k for k, count in enumerate(counts) for _ in range(count)]
+            self._owners = (
+                (counts, str(device)),
+                torch.tensor(owners, device=device),
+                torch.tensor([count == 0 for count in counts], device=device),
+            )
+        return self._owners[1], self._owners[2]

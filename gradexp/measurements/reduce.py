@@ -1,25 +1,46 @@
-"""Batched reductions over tensors of mixed shapes: tensors of one shape are stacked into a buffer
-kept from step to step (a fresh megabyte at every diagnostic step costs page faults), so an MLP's
-layers cost one reduction, a CNN's a few (one per shape)."""
+"""Batched reductions over tensors of mixed shapes, without a host sync: tensors of one shape are
+stacked and reduced together (an MLP's layers cost one reduction, a CNN's one per shape), and
+the values are put in place with index tensors made once, on the device."""
 
 import torch
 from torch import Tensor
 
 
 class Stacker:
+    """torch.stack into buffers kept from step to step on the CPU, where allocating megabytes
+    afresh at every diagnostic step costs page faults; on a GPU the caching allocator already
+    reuses the memory, and a kept buffer would only hold it between diagnostic steps."""
+
     def __init__(self):
         self._buffers: dict[tuple, Tensor] = {}
 
     def stack(self, key: str, tensors: list[Tensor]) -> Tensor:
-        shape = (len(tensors), *tensors[0].shape)
-        buffer = self._buffers.get((key, shape))
-        if buffer is None or buffer.device != tensors[0].device or buffer.dtype != tensors[0].dtype:
-            buffer = self._buffers[(key, shape)] = tensors[0].new_empty(shape)
+        first = tensors[0]
+        if first.device.type != "cpu":
+            return torch.stack(tensors)
+        shape = (len(tensors), *first.shape)
+        buffer = self._buffers.get((key, shape, first.dtype))
+        if buffer is None:
+            buffer = self._buffers[(key, shape, first.dtype)] = first.new_empty(shape)
         return torch.stack(tensors, out=buffer)
 
 
+class Indices:
+    """Index tensors on the device, made once per list of positions: building one from a Python
+    list at every step would copy it from the host, a sync on a GPU."""
+
+    def __init__(self):
+        self._made: dict[tuple, Tensor] = {}
+
+    def __call__(self, positions: list[int], device: torch.device) -> Tensor:
+        key = (tuple(positions), str(device))
+        if key not in self._made:
+            self._made[key] = torch.tensor(positions, dtype=torch.long, device=device)
+        return self._made[key]
+
+
 def groups(tensors: list[Tensor | None], key=lambda i, t: ()) -> dict[tuple, list[int]]:
-    """Indices of the present tensors, grouped by shape (and by `key`), in order."""
+    """Indices of the present tensors, grouped by shape and dtype (and by `key`), in order."""
     found: dict[tuple, list[int]] = {}
     for i, t in enumerate(tensors):
         if t is not None:
@@ -28,20 +49,25 @@ def groups(tensors: list[Tensor | None], key=lambda i, t: ()) -> dict[tuple, lis
 
 
 def mean_std(stacked: Tensor) -> tuple[Tensor, Tensor]:
-    """Each row's mean and (sample) std over all its values. The stack is ours: it is centred in
-    place, then a norm, a fraction of the cost of Tensor.std along a row on the CPU, and as exact."""
+    """Each row's mean and (sample) std over all its values, in float32 at least. A CPU stack is
+    ours and is centred in place, then a norm: a fraction of the cost of Tensor.std along a row,
+    and as exact."""
     flat = stacked.flatten(1)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
     mean = flat.mean(dim=1)
-    std = torch.linalg.vector_norm(flat.sub_(mean[:, None]), dim=1) / max(flat.shape[1] - 1, 1) ** 0.5
-    return mean, std
+    centred = flat.sub_(mean[:, None]) if flat.device.type == "cpu" else flat - mean[:, None]
+    return mean, torch.linalg.vector_norm(centred, dim=1) / max(flat.shape[1] - 1, 1) ** 0.5
 
 
-def scatter(n: int, like: Tensor, parts: list[tuple[list[int], Tensor]]) -> Tensor:
-    """One vector of n values from (indices, values) parts; NaN where no part gave a value (a site
-    that did not run in this step's forward pass)."""
-    if len(parts) == 1 and parts[0][0] == list(range(n)):
-        return parts[0][1]
-    out = like.new_full((n,), float("nan"))
-    for index, values in parts:
-        out[index] = values
+def scatter(n: int, like: Tensor, parts: list[tuple[list[int], Tensor]], indices: Indices) -> Tensor:
+    """One float vector of n values from (positions, values) parts; NaN where no part gave a value
+    (a site that did not run in this step's forward pass)."""
+    if len(parts) == 1 and len(parts[0][0]) == n:
+        positions, values = parts[0]
+        if positions == list(range(n)):
+            return values.float()
+    out = torch.full((n,), float("nan"), device=like.device)
+    for positions, values in parts:
+        out.index_copy_(0, indices(positions, like.device), values.float())
     return out

@@ -7,7 +7,7 @@ last blocks is what makes Post-LN Transformers need warmup)."""
 import torch
 
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
-from gradexp.measurements.reduce import Stacker, groups, mean_std, scatter
+from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scatter
 
 
 @measurement
@@ -27,7 +27,7 @@ class ResidualStream(Measurement):
         super().__init__(context)
         names = [b.name for b in context.network.blocks]
         self.tags = [f"resid_std/{n}" for n in names] + [f"resid_grad/{n}" for n in names]
-        self._stacker = Stacker()
+        self._stacker, self._indices = Stacker(), Indices()
 
     def measure(self, capture, batch, loss_fn) -> Output:
         outputs, grads = capture.block_outputs, capture.block_grads
@@ -44,4 +44,5 @@ class ResidualStream(Measurement):
         if present:
             values = torch.stack(torch._foreach_norm([grads[i] for i in present])) * self.context.grad_scale
             norms.append((present, values))
-        return Output(scalars=[(self.tags, torch.cat([scatter(n, like, stds), scatter(n, like, norms)]))])
+        values = [scatter(n, like, stds, self._indices), scatter(n, like, norms, self._indices)]
+        return Output(scalars=[(self.tags, torch.cat(values))])

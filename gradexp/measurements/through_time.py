@@ -1,10 +1,10 @@
 """grad_through_time/<rnn layer> (a vector: ||dL/dh_t|| for every time step t) and its ratio
-grad_through_time_ratio/<rnn layer> = ||dL/dh_1|| / ||dL/dh_T||, by replaying gradexp's RNN cell
-by cell (`diagnostics/through_time.py`): PyTorch's fused kernels never expose h_t."""
+grad_through_time_ratio/<rnn layer> = ||dL/dh_1|| / ||dL/dh_T||, for a network that can replay
+itself time step by time step (`gradexp_through_time`: gradexp's RNN, `diagnostics/through_time.py`):
+PyTorch's fused kernels never expose h_t."""
 
 import torch
 
-from gradexp.diagnostics.through_time import ThroughTime as Replay
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
 
 
@@ -23,17 +23,15 @@ class ThroughTime(Measurement):
 
     @staticmethod
     def applies(context: Context) -> str | None:
-        if context.model_name != "rnn":
-            return "it replays gradexp's RNN (model=rnn) time step by time step"
+        if not callable(getattr(context.network.model, "gradexp_through_time", None)):
+            return (
+                "it replays a recurrent network time step by time step, which gradexp's RNN (model=rnn) can"
+            )
         return None
-
-    def __init__(self, context: Context):
-        super().__init__(context)
-        self.replay = Replay(context.network.model)
 
     def measure(self, capture, batch, loss_fn) -> Output:
         with torch.enable_grad():
-            norms, hidden = self.replay.measure(*batch, loss_fn)
+            norms, hidden = self.context.network.model.gradexp_through_time(*batch, loss_fn)
         curves = torch.stack(list(norms.values()))  # recurrent layer x time step
         return Output(
             scalars=[([f"grad_through_time_ratio/{n}" for n in norms], curves[:, 0] / curves[:, -1])],

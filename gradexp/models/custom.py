@@ -13,6 +13,7 @@ own with `gradexp_layers()` and `gradexp_blocks()`. `init=default` keeps its own
 any other init sets every weight matrix (and `init.bias` every bias) as it does for an MLP.
 """
 
+import importlib
 import inspect
 import os
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import nn
@@ -28,8 +29,8 @@ from torch import nn
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.models.spec import ModelSpec, register
 
+KEY = "model._target_"
 EXAMPLE = "an importable nn.Module class or factory, e.g. model._target_=mypackage.models.Net"
-SHAPE_ARGUMENTS = ("input_shape", "d_out")
 
 
 @dataclass
@@ -43,9 +44,9 @@ def _typed(node: DictConfig) -> CustomModelConfig:
     try:
         target = node["_target_"]
     except MissingMandatoryValue:
-        raise ConfigError("model._target_", NO_VALUE, "missing", EXAMPLE) from None
+        raise ConfigError(KEY, NO_VALUE, "missing", EXAMPLE) from None
     if not isinstance(target, str) or not target.strip():
-        raise ConfigError("model._target_", target, "not a callable's dotted path", EXAMPLE)
+        raise ConfigError(KEY, target, "not a callable's dotted path", EXAMPLE)
     kwargs = {
         k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("name", "_target_")
     }
@@ -61,11 +62,9 @@ def _check(c) -> None:
     except (TypeError, ValueError):
         return  # a builtin without a signature: instantiate will say
     try:
-        signature.bind_partial(**_arguments(c.model, signature, input_shape=(), d_out=0))
+        signature.bind(**_arguments(c.model, signature, input_shape=(), d_out=0))
     except TypeError as error:
-        raise ConfigError(
-            "model._target_", c.model.target, f"does not take these arguments: {error}"
-        ) from None
+        raise ConfigError(KEY, c.model.target, f"does not take these arguments: {error}") from None
 
 
 def _import(target: str):
@@ -75,14 +74,31 @@ def _import(target: str):
     if here not in sys.path:
         sys.path.append(here)  # last: a file here never shadows an installed module
     try:
-        found = get_object(target)
+        found = _locate(target)
     except Exception as error:  # noqa: BLE001 (any import failure is the user's path or module)
-        raise ConfigError(
-            "model._target_", target, f"cannot be imported: {_first_line(error)}", EXAMPLE
-        ) from None
+        raise ConfigError(KEY, target, f"cannot be imported: {_first_line(error)}", EXAMPLE) from None
     if not callable(found):
-        raise ConfigError("model._target_", target, "is not callable", EXAMPLE)
+        raise ConfigError(KEY, target, "is not callable", EXAMPLE)
     return found
+
+
+def _locate(path: str):
+    """The object at a dotted path: the longest prefix that is a module, then its attributes.
+    (Hydra's own locate logs its failures; here they are one line.) An error inside the module,
+    such as a missing dependency or a syntax error, is raised as it is."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            found = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
+                continue  # this prefix is no module: try a shorter one
+            raise
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)
+        return found
+    return importlib.import_module(path)
 
 
 def _arguments(m: CustomModelConfig, signature: inspect.Signature, input_shape, d_out) -> dict:
@@ -105,13 +121,9 @@ def _build(c, task) -> nn.Module:
         model = instantiate({"_target_": c.model.target, **arguments}, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__ or error
-        raise ConfigError(
-            "model._target_", c.model.target, f"could not be built: {_first_line(cause)}"
-        ) from None
+        raise ConfigError(KEY, c.model.target, f"could not be built: {_first_line(cause)}") from None
     if not isinstance(model, nn.Module):
-        raise ConfigError(
-            "model._target_", c.model.target, f"built a {type(model).__name__}, not an nn.Module"
-        )
+        raise ConfigError(KEY, c.model.target, f"built a {type(model).__name__}, not an nn.Module")
     _check_output(model, c, task)
     return model
 
@@ -128,15 +140,19 @@ def _check_output(model: nn.Module, c, task) -> None:
             model.train(training)
     except Exception as error:  # noqa: BLE001 (the model's own code failed on the task's input)
         raise ConfigError(
-            "model._target_",
+            KEY,
             c.model.target,
             f"fails on task={c.task.name}'s input of shape {tuple(x.shape)}: {_first_line(error)}",
         ) from None
+    if not any(p.requires_grad and p.dim() >= 2 for p in model.parameters()):
+        raise ConfigError(
+            KEY, c.model.target, "has no trainable weight of two or more dimensions: no layer to record"
+        )
     want = (2, task.d_out)
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ConfigError(
-            "model._target_",
+            KEY,
             c.model.target,
             f"gives an output of shape {got} for an input of shape {tuple(x.shape)}; "
             f"task={c.task.name} needs {want} (its d_out is passed to the model as `d_out`)",

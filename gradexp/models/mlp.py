@@ -4,13 +4,16 @@ output. Its layers are named by role (`001_hidden` ... `007_output`)."""
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from gradexp.activations import ACTIVATIONS
 from gradexp.config.checks import at_least, fraction
+from gradexp.diagnostics.theory import no_prediction, predict_chi1, verdict
 from gradexp.models.spec import ModelSpec, Size, register
 from gradexp.network import position_names
 from gradexp.norms import NORMS
+from gradexp.sinks.layout import fmt
 
 
 @dataclass
@@ -78,6 +81,54 @@ class MLP(nn.Module):
         return [w for _, w in self.layers()]
 
 
+def _predict(config, model: MLP) -> dict:
+    """chi_1 for the network as initialized, or a sentence saying why the theory does not apply.
+    sigma_w^2 = fan_in * E[W^2] and the bias statistics are read off the hidden layers, so
+    every initializer works without declaring its variance."""
+    reason = _not_applicable(config, model)
+    if reason is None:
+        layers = list(model.hidden)
+        square = [m.linear for m in layers if m.linear.in_features == m.linear.out_features] or [
+            layers[0].linear
+        ]
+        weights = torch.cat([m.weight.detach().flatten() for m in square])
+        if weights.std() == 0 or abs(weights.mean()) > 0.1 * weights.std():
+            reason = "the weights are not zero-mean and random (the theory assumes i.i.d. zero-mean weights)"
+    if reason is not None:
+        return no_prediction(reason)
+    sigma_w2 = sum(m.in_features * m.weight.detach().pow(2).mean().item() for m in square) / len(square)
+    biases = torch.cat([m.linear.bias.detach() for m in layers])
+    prediction = predict_chi1(
+        ACTIVATIONS[config.activation.name](config.activation),
+        sigma_w2,
+        biases.mean().item(),
+        biases.var().item() if biases.numel() > 1 else 0.0,
+    )
+    if prediction.forward_explodes:  # a growth of 1.001x per layer is no explosion at depth 6: say it
+        growth = f"{prediction.forward_growth:.4g}"  # four digits: near 1 is where it matters
+        note = (
+            f"sigma_w^2 = {fmt(sigma_w2)}, no fixed point q*: the forward variance grows {growth}x per layer"
+        )
+    else:
+        note = f"sigma_w^2 = {fmt(sigma_w2)}, q* = {fmt(prediction.q_star)}"
+    return {
+        "chi1_predicted": prediction.chi1,
+        "depth_scale_predicted": prediction.depth_scale,
+        "verdict_predicted": verdict(prediction.chi1, config.model.depth),
+        "theory_note": note,
+    }
+
+
+def _not_applicable(config, model: MLP) -> str | None:
+    if config.norm.name != "none":
+        return f"norm={config.norm.name} rescales every pre-activation"
+    if config.model.residual:
+        return "residual connections add a path that skips each layer"
+    if config.model.dropout > 0:
+        return "dropout changes the variance map"
+    return None
+
+
 def _check(c) -> None:
     at_least(c, "model", "depth", 1)
     at_least(c, "model", "width", 1)
@@ -107,5 +158,6 @@ register(
         size=_size,
         init_blocks=MLP.weight_blocks,
         groups=("activation", "norm"),
+        predict=_predict,
     )
 )

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from gradexp.config.checks import at_least, choice, positive
 from gradexp.config.errors import ConfigError
+from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.initializers import RECURRENT_INITIALIZERS, initialize_recurrent
 from gradexp.models.spec import ModelSpec, Size, register
 from gradexp.network import position_names
@@ -64,6 +65,14 @@ class RNN(nn.Module):
     def gradexp_blocks(self) -> list:
         return []
 
+    def gradexp_through_time(self, x: Tensor, y: Tensor, loss_fn) -> tuple[dict, dict]:
+        """||dL/dh_t|| for every time step of every recurrent layer, and the hidden states, by
+        replaying the fused layer cell by cell (the gradient-through-time measurement asks for
+        it: only a network that can replay itself has one)."""
+        if not hasattr(self, "_replay"):
+            self._replay = ThroughTime(self)
+        return self._replay.measure(x, y, loss_fn)
+
     def recurrent_weights(self) -> list[nn.Parameter]:
         return [getattr(self.rnn, f"weight_hh_l{k}") for k in range(self.rnn.num_layers)]
 
@@ -113,6 +122,8 @@ register(
         size=_size,
         init_blocks=RNN.weight_blocks,
         after_init=_after_init,
+        nonlinearity=("an RNN's nonlinearity is model.cell", "model.cell=rnn_tanh, rnn_relu, lstm, gru"),
+        no_theory="it describes MLPs; for an RNN read the gradient through time",
         depth_axis=False,
     )
 )

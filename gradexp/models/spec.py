@@ -24,6 +24,10 @@ class ModelSpec:
     after_init: Callable = lambda model, c: None  # (model, RunConfig): its own extra initialization
     typed: Callable | None = None  # (DictConfig node) -> its typed config, where `config` is None
     groups: tuple[str, ...] = ()  # the config groups it reads besides model (activation, norm)
+    # where it reads no activation group: (what sets its nonlinearity, what to use instead)
+    nonlinearity: tuple[str, str] = ("its activations are its own", "no activation=... with this model")
+    predict: Callable | None = None  # (RunConfig, model) -> the mean-field prediction's summary keys
+    no_theory: str = "it describes gradexp's plain MLP; read the measured signals"  # where predict is None
     depth_axis: bool = True  # its layers, input to output, are a depth: the sweep's depth figure
 
 

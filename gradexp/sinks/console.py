@@ -157,7 +157,7 @@ def _diagnosis(s: dict) -> list[str]:
         lines.append(f"theory: {s['theory_note']}")
     if s.get("signal_factor_measured") is not None:
         lines.append(
-            f"measured: the squared signal changes by {fmt(s['signal_factor_measured'])} per layer "
+            f"measured: the squared signal changes by {fmt(s['signal_factor_measured'])} {_per(s)} "
             f"at step {s.get('verdict_step') or 0} -> {verdict}" + _later_verdict(s)
         )
     ratios = s.get("grad_through_time_ratio_first") or {}
@@ -191,8 +191,13 @@ def _later_verdict(s: dict) -> str:
     if step is None or s.get("verdict_last") is None:
         return ""
     factor = s.get("signal_factor_measured_last")
-    measured = f"{fmt(factor)} per layer " if factor is not None else ""
+    measured = f"{fmt(factor)} {_per(s)} " if factor is not None else ""
     return f"; at step {step}: {measured}-> [bold]{s['verdict_last']}[/]"
+
+
+def _per(s: dict) -> str:
+    """What the measured factor is per: a layer, or a block along the residual stream."""
+    return "per block (along the residual stream)" if s.get("verdict_per") == "block" else "per layer"
 
 
 def relative_to_cwd(path: str) -> str:
