@@ -238,6 +238,11 @@ def test_an_interrupted_custom_model_resumes_to_the_run_never_interrupted(tmp_pa
             "activation=tanh: applies to model=mlp",
         ),
         (["model=custom", "model._target_=networks.plain_stack", "norm=layernorm"], "norm=layernorm"),
+        (
+            ["model=custom", "model._target_=networks.plain_stack", "model.depth=3"],
+            "model.depth: not in configs/model/custom.yaml: a keyword argument of the target is added with + "
+            "(+model.depth=...)",
+        ),
     ],
 )
 def test_a_custom_model_mistake_is_one_line_naming_the_key(
