@@ -372,8 +372,6 @@ def _summary(
         "grad_norm_first": first_norms,
         "grad_norm_last": last_norms,
         "grad_ratio_first_last": _first_over_last(last_norms),
-        "block_grad_norm_first": recorder.logged_block_norms(0) if recorder else {},
-        "block_grad_norm_last": recorder.logged_block_norms(-1) if recorder else {},
         "depth_axis": MODELS[run.config.model.name].depth_axis if run else None,
         "initial_val_loss": recorder.first_values.get("loss/val") if recorder else None,
         "final_train_loss": final.get("loss/train"),

@@ -188,16 +188,6 @@ class GradientRecorder:
             tag: [(step, list(v)) for step, v in history] for tag, history in state["vector_history"].items()
         }
 
-    def logged_block_norms(self, which: int) -> dict[str, float]:
-        """block -> gradient norm at the first (0) or last (-1) logged step."""
-        if not self.norm_history or not self.block_names:
-            return {}
-        step = self.norm_history[which][0]
-        values = self.first_values if which == 0 else self.last_values
-        tags = {n: f"block_grad_norm/{n}" for n in self.block_names}
-        steps = self.value_steps
-        return {n: values[t] for n, t in tags.items() if t in values and steps[t][which] == step}
-
     def logged_norms(self, which: int) -> tuple[int | None, dict[str, float]]:
         """(step, layer -> gradient norm) of the first (0) or last (-1) logged step."""
         if not self.norm_history:

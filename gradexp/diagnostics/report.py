@@ -28,8 +28,6 @@ def summarize(network: Network, recorder: GradientRecorder, prediction: dict) ->
     summary = {}
     order = _input_to_output(network)
     for prefix in summary_prefixes():
-        if prefix == "block_grad_norm":
-            continue  # the engine's, from the logged steps
         for when, values in (("first", recorder.first_values), ("last", recorder.last_values)):
             summary[f"{prefix}_{when}"] = _by_layer(values, prefix, order)
     for when, pick in (("first", 0), ("last", -1)):

@@ -27,7 +27,6 @@ class Signal:
     columns: tuple[str, ...] = ()  # terminal columns of the per-layer table: "first", "last"
     heading: str = ""  # their heading, with {step}
     summary: bool = True  # <prefix>_first / _last in summary.json
-    per_step: bool = False  # a vector per name (a value per time step), not a scalar
 
 
 @dataclass

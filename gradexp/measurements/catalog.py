@@ -10,7 +10,8 @@ MAX_CURVES = 32  # per chart: a network with hundreds of layers gets charts of 3
 
 # Written by the recorder at every logged step (the hot path), not by a diagnostic measurement.
 STEP_SIGNALS = (
-    Signal("grad_norm", "gradient norm per layer (weights)"),
+    # summary=False: grad_norm_first/_last are the engine's, from the recorder's logged norms
+    Signal("grad_norm", "gradient norm per layer (weights)", summary=False),
     Signal("block_grad_norm", "gradient norm per block (its parameters)", per="block"),
 )
 FIXED_CHARTS = {
@@ -26,7 +27,7 @@ def all_signals() -> list[Signal]:
 
 def summary_prefixes() -> list[str]:
     """The signals whose first and last values go into summary.json as <prefix>_first/_last."""
-    return [s.prefix for m in MEASUREMENTS for s in m.signals if s.summary] + ["block_grad_norm"]
+    return [s.prefix for s in all_signals() if s.summary]
 
 
 def layer_columns() -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ from gradexp.measurements.base import Context, Measurement, Output, Signal, meas
 @measurement
 class ThroughTime(Measurement):
     signals = (
-        Signal("grad_through_time", "", per="sequence", summary=False, per_step=True),
+        Signal("grad_through_time", "", per="sequence", summary=False),
         Signal(
             "grad_through_time_ratio",
             "gradient through time ||dL/dh_1|| / ||dL/dh_T||",

@@ -91,15 +91,12 @@ def _tables(summary: dict, width: int) -> list:
 def _block_tables(summary: dict, width: int) -> list[Table]:
     """Per block: the gradient norm over its parameters at the first and last recorded steps, and
     along the residual stream, the forward std and the gradient at its output."""
-    first, last = summary.get("block_grad_norm_first") or {}, summary.get("block_grad_norm_last") or {}
-    last_step = summary["last_recorded_step"]
-    columns = [Column("grad step 0")]
-    cells = {block: [fmt(first.get(block))] for block in summary["blocks"]}
-    if last_step not in (None, 0):
-        columns += [Column(f"grad step {last_step}"), Column(f"step {last_step} / step 0")]
-        for block, row in cells.items():
-            a, b = first.get(block), last.get(block)
-            row += [fmt(b), fmt(b / a if a and b is not None and math.isfinite(b) else None)]
+    columns, cells = _norm_columns(
+        summary["blocks"],
+        summary.get("block_grad_norm_first") or {},
+        summary.get("block_grad_norm_last") or {},
+        summary["last_recorded_step"],
+    )
     step = f"step {summary.get('verdict_step') or 0}"
     for key, heading in (("resid_std_first", "stream std"), ("resid_grad_first", "stream ||dL/dx||")):
         if summary.get(key):
@@ -111,23 +108,33 @@ def _block_tables(summary: dict, width: int) -> list[Table]:
     return stacked_tables(title, [Column("block", right=False)], columns, rows, width)
 
 
+def _norm_columns(names: list[str], first: dict, last: dict, last_step: int | None):
+    """The gradient-norm columns of a per-layer or per-block table: at step 0, and where the run
+    recorded later steps, at the last one and its ratio to step 0 (a change over time). Returns
+    the columns and, by name, each row's cells so far."""
+    columns = [Column("grad step 0")]
+    cells = {name: [fmt(first.get(name))] for name in names}
+    if last_step not in (None, 0):
+        columns += [Column(f"grad step {last_step}"), Column(f"step {last_step} / step 0")]
+        for name, row in cells.items():
+            a, b = first.get(name), last.get(name)
+            row += [fmt(b), fmt(b / a if a and b is not None and math.isfinite(b) else None)]
+    return columns, cells
+
+
 def _layer_tables(summary: dict, width: int) -> list[Table]:
     """Per layer: the weight gradient's norm at the first and last recorded steps, their ratio
     (a change over time, not over depth), and the signals that explain them."""
-    first, last = summary["grad_norm_first"], summary["grad_norm_last"]
-    last_step = summary["last_recorded_step"]
     steps = {
         "first": f"step {summary.get('verdict_step') or 0}",
         "last": f"step {summary.get('verdict_last_step')}",
     }
-    columns = [Column("grad step 0")]
-    cells = {layer: [fmt(first.get(layer))] for layer in summary["layers"]}
-    if last_step not in (None, 0):
-        columns += [Column(f"grad step {last_step}"), Column(f"step {last_step} / step 0")]
-        for layer, row in cells.items():
-            a, b = first.get(layer), last.get(layer)
-            ratio = b / a if a and b is not None and math.isfinite(b) else None
-            row += [fmt(b), fmt(ratio)]
+    columns, cells = _norm_columns(
+        summary["layers"],
+        summary["grad_norm_first"],
+        summary["grad_norm_last"],
+        summary["last_recorded_step"],
+    )
     one_diagnostic_step = later_diagnostic_step(summary) is None
     for key, heading in layer_columns():
         twin = key.replace("_last", "_first")
