@@ -50,6 +50,22 @@ VARIANTS = {
         "task.seq_len=30",
         "diagnostics=full",
     ],
+    "ResNet, batchnorm, every signal": [
+        "model=cnn",
+        "task=images",
+        "model.residual=true",
+        "norm=batchnorm",
+        "diagnostics=full",
+    ],
+    "Post-LN Transformer on tokens, warmup and cosine, every signal": [
+        "model=transformer",
+        "task=tokens",
+        "model.norm_position=post",
+        "scheduler=cosine",
+        "scheduler.warmup_steps=5",
+        "diagnostics=full",
+    ],
+    "RNN (GRU) on tokens, every signal": ["model=rnn", "model.cell=gru", "task=tokens", "diagnostics=full"],
     "custom: tied embeddings, a module called twice, residual blocks, every signal": [
         "model=custom",
         "model._target_=tests.networks.Everything",

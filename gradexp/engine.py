@@ -92,8 +92,8 @@ class Run:
     identity: dict = field(default_factory=dict)  # the resolved config, which a checkpoint must match
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        if self.task.classification:
-            return F.cross_entropy(output, target)
+        if self.task.classification:  # a prediction per example, or per position of a sequence
+            return F.cross_entropy(output.flatten(0, -2), target.flatten())
         return F.mse_loss(output, target)
 
 
@@ -275,7 +275,7 @@ def evaluate(run: Run, split: str) -> dict[str, Tensor]:
     run.model.train()
     metrics = {f"loss/{split}": run.loss(output, y)}
     if run.task.classification:
-        metrics[f"acc/{split}"] = (output.argmax(dim=1) == y).float().mean()
+        metrics[f"acc/{split}"] = (output.argmax(dim=-1) == y).float().mean()
     return metrics
 
 
@@ -377,6 +377,7 @@ def _summary(
         "final_train_loss": final.get("loss/train"),
         "final_val_loss": final.get("loss/val"),
         "final_val_acc": final.get("acc/val"),
+        "loss_floor": run.task.loss_floor if run else None,
         "diverged_step": divergence.step if divergence else None,
         "first_nonfinite_layer": divergence.first_nonfinite_layer if divergence else None,
         "error": error,

@@ -24,3 +24,15 @@ def layernorm(width: int) -> nn.Module:
 
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {f.__name__: f for f in (none, batchnorm, layernorm)}
+
+
+def norm_2d(name: str, channels: int) -> nn.Module:
+    """The same choice for a convolution's (batch, channels, height, width) output: batchnorm
+    standardizes each channel over the batch and the positions (BatchNorm2d); layernorm
+    standardizes each example over all its channels and positions (GroupNorm with one group, a
+    LayerNorm over C x H x W with a scale and shift per channel)."""
+    if name == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    if name == "layernorm":
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()

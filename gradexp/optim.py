@@ -2,9 +2,14 @@
 
 Every optimizer takes `lr` and `weight_decay` (L2: the penalty's gradient, weight_decay * w, is
 added to the loss's gradient; AdamW instead shrinks the weights directly).
+
+Every schedule takes `warmup_steps` (W): a linear ramp from 0 to lr over the first W optimizer
+steps, then the schedule on a clock of its own that starts when the warmup ends (see Warmup).
 """
 
+import functools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,11 +85,65 @@ def exponential(opt: Optimizer, c: SchedulerConfig, steps: int) -> LRScheduler:
 
 
 def cosine(opt: Optimizer, c: SchedulerConfig, steps: int) -> LRScheduler:
-    """eta_min + (lr - eta_min) (1 + cos(pi t / t_max)) / 2 (Loshchilov & Hutter 2017)."""
+    """eta_min + (lr - eta_min) (1 + cos(pi t / t_max)) / 2 (Loshchilov & Hutter 2017); `steps`
+    is the schedule's own: the run's, less the warmup."""
     t_max = c.t_max if c.t_max is not None else steps
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max, eta_min=c.eta_min)
 
 
-SCHEDULERS: dict[str, Callable[[Optimizer, SchedulerConfig, int], LRScheduler]] = {
-    f.__name__: f for f in (none, step, exponential, cosine)
-}
+Builder = Callable[[Optimizer, SchedulerConfig, int], LRScheduler]
+
+
+class Warmup(LRScheduler):
+    """lr * s / W at step s < W (step 0 at lr 0, as Hugging Face's
+    get_linear_schedule_with_warmup), then `schedule` on its own clock: at step s >= W, the lr
+    `schedule` alone gives at step s - W, number for number. (PyTorch's LinearLR refuses
+    start_factor=0, so SequentialLR([LinearLR, schedule]) cannot start at lr 0.)
+
+    `schedule` is built first, which sets the optimizer's lr to its step-0 value; it is not
+    stepped during the warmup, and at step W its step-0 lr is put back. Its state travels in
+    this scheduler's state_dict, so a resume mid-warmup or after it goes on exactly."""
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, schedule: LRScheduler) -> None:
+        self.warmup_steps = warmup_steps
+        self.schedule = schedule
+        super().__init__(optimizer)  # sets base_lrs (the schedule's lr) and takes step 0
+
+    def step(self) -> None:  # type: ignore[override]
+        self.last_epoch += 1
+        s, w = self.last_epoch, self.warmup_steps
+        if s < w:
+            lrs = [base * s / w for base in self.base_lrs]
+        elif s == w:  # the schedule's step 0: the lr it set when it was built
+            lrs = self.schedule.get_last_lr()
+        else:
+            self.schedule.step()
+            lrs = self.schedule.get_last_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self._last_lr = list(lrs)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "schedule")}
+        return {**state, "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self.schedule.load_state_dict(state.pop("schedule"))
+        self.__dict__.update(state)
+
+
+def _with_warmup(schedule: Builder) -> Builder:
+    """`schedule` after `warmup_steps` of linear warmup, built for the steps left after the
+    warmup (those cosine's t_max=null anneals over); without warmup, `schedule` itself."""
+
+    @functools.wraps(schedule)
+    def build(opt: Optimizer, c: SchedulerConfig, steps: int) -> LRScheduler:
+        if c.warmup_steps == 0:
+            return schedule(opt, c, steps)
+        return Warmup(opt, c.warmup_steps, schedule(opt, c, steps - c.warmup_steps))
+
+    return build
+
+
+SCHEDULERS: dict[str, Builder] = {f.__name__: _with_warmup(f) for f in (none, step, exponential, cosine)}

@@ -4,14 +4,18 @@ The data is small enough to live on the training device, so a batch is one index
 and the input pipeline costs nothing next to the gradients being studied.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gradexp.config.schema import TaskConfig
+
+MAX_CONTEXTS = 2**20  # tokens: vocab ** order, the rows of the source's transition table
 
 
 @dataclass
@@ -22,6 +26,8 @@ class Task:
     y_val: Tensor
     d_out: int
     classification: bool  # cross-entropy and accuracy; otherwise mean squared error
+    vocab: int | None = None  # token ids in [0, vocab) as input, a prediction at every position
+    loss_floor: float | None = None  # the least expected loss any model can reach, where known
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -29,7 +35,7 @@ class Task:
 
     def to(self, device: torch.device) -> "Task":
         moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val")}
-        return Task(**moved, d_out=self.d_out, classification=self.classification)
+        return dataclasses.replace(self, **moved)
 
 
 def blobs(cfg: TaskConfig, g: torch.Generator) -> Task:
@@ -78,11 +84,82 @@ def adding(cfg: TaskConfig, g: torch.Generator) -> Task:
     return Task(*sample(cfg.n_train), *sample(cfg.n_val), d_out=1, classification=False)
 
 
-TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
-    f.__name__: f for f in (blobs, teacher, adding)
-}
+def images(cfg: TaskConfig, g: torch.Generator) -> Task:
+    """Small images (channels x size x size), one smooth random pattern per class: each example
+    is its class's pattern moved by up to `shift` pixels each way (wrapping round), plus pixel
+    noise of std `noise`. Where a pixel sits matters less than the shapes around it, which is
+    what convolutions are built for; an MLP reads the same images flat."""
+    coarse = torch.randn(cfg.n_classes, cfg.channels, 4, 4, generator=g)
+    patterns = F.interpolate(coarse, size=(cfg.size, cfg.size), mode="bicubic", align_corners=False)
+    patterns = patterns / patterns.flatten(1).std(dim=1).view(-1, 1, 1, 1)  # unit std per class
 
-SEQUENCE_TASKS = ("adding",)
+    def sample(n: int) -> tuple[Tensor, Tensor]:
+        y = torch.arange(n) % cfg.n_classes
+        y = y[torch.randperm(n, generator=g)]
+        moves = torch.randint(-cfg.shift, cfg.shift + 1, (n, 2), generator=g)
+        x = torch.stack([patterns[c].roll(tuple(m.tolist()), dims=(1, 2)) for c, m in zip(y, moves)])
+        return x + cfg.noise * torch.randn(x.shape, generator=g), y
+
+    return Task(*sample(cfg.n_train), *sample(cfg.n_val), d_out=cfg.n_classes, classification=True)
+
+
+def tokens(cfg: TaskConfig, g: torch.Generator) -> Task:
+    """Next-token prediction on sequences from a random Markov source of order `order` over
+    `vocab` tokens: each context of `order` previous tokens has its own next-token distribution,
+    softmax(sharpness * N(0, I)). A sequence's first `order` tokens are uniform. The input is a
+    sequence of seq_len tokens, the target the same sequence one token on."""
+    table = source_table(cfg, g)
+    contexts = cfg.vocab**cfg.order
+
+    def sample(n: int) -> tuple[Tensor, Tensor]:
+        seq = torch.empty(n, cfg.seq_len + 1, dtype=torch.long)
+        seq[:, : cfg.order] = torch.randint(0, cfg.vocab, (n, cfg.order), generator=g)
+        context = seq[:, : cfg.order] @ (cfg.vocab ** torch.arange(cfg.order - 1, -1, -1))
+        for t in range(cfg.order, cfg.seq_len + 1):
+            seq[:, t] = torch.multinomial(table[context], 1, generator=g).squeeze(1)
+            context = context * cfg.vocab % contexts + seq[:, t]
+        return seq[:, :-1], seq[:, 1:]
+
+    return Task(
+        *sample(cfg.n_train),
+        *sample(cfg.n_val),
+        d_out=cfg.vocab,
+        classification=True,
+        vocab=cfg.vocab,
+        loss_floor=conditional_entropy(table, cfg.vocab, cfg.order, cfg.seq_len),
+    )
+
+
+def source_table(cfg: TaskConfig, g: torch.Generator) -> Tensor:
+    """The source's next-token probabilities: a row per context, the context
+    (x_{t-order}, ..., x_{t-1}) read as a base-vocab number."""
+    logits = cfg.sharpness * torch.randn(cfg.vocab**cfg.order, cfg.vocab, generator=g, dtype=torch.float64)
+    return logits.softmax(dim=1)
+
+
+def conditional_entropy(table: Tensor, vocab: int, order: int, seq_len: int) -> float:
+    """The least expected cross-entropy (nats per token) of any predictor of the targets: the mean
+    over the predicted tokens x_1 .. x_seq_len of H(x_t | x_0 .. x_{t-1}). A token with fewer than
+    `order` tokens before it is uniform (log vocab); after that, the entropy of the next-token
+    distribution averaged over the context's exact distribution at that position, which starts
+    uniform and is carried forward through the table."""
+    table = table.double()
+    row_entropy = -(table * table.clamp_min(1e-300).log()).sum(dim=1)
+    context = torch.full((vocab**order,), vocab ** (-order), dtype=torch.float64)
+    total = 0.0
+    for t in range(1, seq_len + 1):
+        if t < order:
+            total += math.log(vocab)
+            continue
+        total += float(context @ row_entropy)
+        joint = context[:, None] * table  # (context, next token)
+        context = joint.reshape(vocab, -1, vocab).sum(dim=0).reshape(-1)  # drop the oldest token
+    return total / seq_len
+
+
+TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
+    f.__name__: f for f in (blobs, teacher, adding, images, tokens)
+}
 
 
 def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int]:
@@ -90,6 +167,10 @@ def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int]:
     model is built for, and what the memory check sizes before anything is generated."""
     if cfg.name == "adding":
         return (cfg.seq_len, 2), 1
+    if cfg.name == "images":
+        return (cfg.channels, cfg.size, cfg.size), cfg.n_classes
+    if cfg.name == "tokens":
+        return (cfg.seq_len,), cfg.vocab
     return (cfg.d_in,), cfg.n_classes if cfg.name == "blobs" else cfg.d_out
 
 

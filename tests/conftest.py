@@ -9,12 +9,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradexp import cli
 from gradexp.config import CONFIG_DIR
+from gradexp.config.validate import validate
+from gradexp.engine import Batches
+from gradexp.models import build_model
 from gradexp.provenance import COMMAND_ENV
+from gradexp.tasks import build_task
 
 # Small enough that a run takes a fraction of a second on 2 cores.
 TINY = [
@@ -108,6 +113,16 @@ def logged_steps(run_dir: Path, tag: str) -> list[int]:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return [e.step for e in acc.Scalars(tag)]
+
+
+def first_step(cfg) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The model as the engine builds it for `cfg`, and the run's first batch."""
+    c = validate(cfg)
+    torch.manual_seed(c.trainer.seed)
+    task = build_task(c.task, c.trainer.seed)
+    model = build_model(c, task)
+    x, y = Batches(task, c.trainer.batch_size, c.trainer.seed).next()
+    return model, x, y
 
 
 def read_summary(run_dir: Path) -> dict:

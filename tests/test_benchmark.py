@@ -60,6 +60,13 @@ def test_overhead_benchmark_on_a_custom_model_prints_a_ratio_per_variant():
     assert_a_table(stdout, "custom model custom_model.ResidualTower depth 2 width 8")
 
 
+def test_overhead_benchmark_on_the_resnet_and_the_transformer_prints_a_ratio_per_variant():
+    stdout = run_overhead("--model", "resnet", "--cnn-depth", "2")
+    assert_a_table(stdout, "ResNet depth 2 channels 16, 16x16 images")
+    stdout = run_overhead("--model", "transformer", "--transformer-depth", "1")
+    assert_a_table(stdout, "Pre-LN Transformer depth 1 d_model 64, 32 tokens")
+
+
 def test_the_custom_model_is_a_pre_ln_residual_tower():
     """What model=custom builds in the benchmark, checked apart from gradexp."""
     sys.path.insert(0, str(ROOT / "benchmarks"))

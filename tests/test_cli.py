@@ -103,11 +103,11 @@ def test_help_lists_every_group_and_its_choices(tmp_path):
         "activation": "elu, gelu, identity, leaky_relu, relu, selu, sigmoid, softsign, tanh",
         "init": "constant, default, kaiming_normal, kaiming_uniform, normal, orthogonal, uniform, "
         "xavier_normal, xavier_uniform",
-        "model": "custom, mlp, rnn",
+        "model": "cnn, custom, mlp, rnn, transformer",
         "norm": "batchnorm, layernorm, none",
         "optimizer": "adagrad, adam, adamw, momentum, nesterov, rmsprop, sgd",
         "scheduler": "cosine, exponential, none, step",
-        "task": "adding, blobs, teacher",
+        "task": "adding, blobs, images, teacher, tokens",
     }
     for group, choices in expected.items():
         assert f"{group}: {choices}" in result.stdout
@@ -130,7 +130,7 @@ BAD_INPUT = [
     (["model.cell=lstm"], "model.cell: no such key for this model (it belongs to model=rnn)", "depth"),
     (
         ["model=rnn", "model.depth=3"],
-        "model.depth: no such key for this model (it belongs to model=mlp)",
+        "model.depth: no such key for this model (it belongs to model=cnn, model=mlp, model=transformer)",
         "cell",
     ),
     (["model.depth=é"], "model.depth=é: cannot parse it", "model.depth='é'"),

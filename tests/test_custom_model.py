@@ -17,11 +17,17 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from gradexp.config import CONFIG_DIR
 from gradexp.config.validate import validate
 from gradexp.diagnostics.theory import max_derivative
-from gradexp.engine import Batches, train
-from gradexp.models import build_model
+from gradexp.engine import train
 from gradexp.sinks.console import run_report
 from gradexp.tasks import build_task
-from tests.conftest import interrupt_once_training, read_scalars, read_summary, run_cli, run_in_process
+from tests.conftest import (
+    first_step,
+    interrupt_once_training,
+    read_scalars,
+    read_summary,
+    run_cli,
+    run_in_process,
+)
 
 NETWORKS = Path(__file__).with_name("networks.py")
 SMALL = [
@@ -46,16 +52,6 @@ EVERYTHING_LAYERS = [  # forward order; `head` is `embed` (tied), `frozen` train
 def config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=[*SMALL, *overrides])
-
-
-def first_step(cfg) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The model as the engine builds it and the loss of the run's first batch, graph attached."""
-    c = validate(cfg)
-    torch.manual_seed(c.trainer.seed)
-    task = build_task(c.task, c.trainer.seed)
-    model = build_model(c, task)
-    x, y = Batches(task, c.trainer.batch_size, c.trainer.seed).next()
-    return model, x, y
 
 
 def outputs_and_loss(model, x, y) -> tuple[dict[str, list[torch.Tensor]], torch.Tensor]:

@@ -10,16 +10,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch import nn
 
-from gradexp.config.schema import DiagnosticsConfig
+from gradexp.activations import ACTIVATIONS
+from gradexp.config.schema import ActivationConfig, DiagnosticsConfig
 from gradexp.config.validate import validate
 from gradexp.diagnostics.histograms import BINS, SAMPLES, Histograms
-from gradexp.diagnostics.theory import predict_chi1
+from gradexp.diagnostics.theory import derivative, max_derivative, predict_chi1, where_below
 from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.engine import train
 from gradexp.measurements import Context
-from gradexp.measurements.activation_stats import ActivationStats
+from gradexp.measurements.activation_stats import ActivationStats, _share_within
 from gradexp.measurements.capture import Capture
 from gradexp.measurements.grad_signal import GradSignal
+from gradexp.measurements.reduce import Stacker
 from gradexp.models import build_model
 from gradexp.network import discover
 from gradexp.tasks import build_task
@@ -427,3 +429,17 @@ def measure_signals(model, x, loss) -> dict[str, float]:
         for tags, values in m.measure(capture, None, None).scalars:
             measured.update(zip(tags, values.tolist()))
     return measured
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "softsign", "elu", "selu", "gelu"])
+def test_saturated_units_are_counted_where_autograd_says_phi_prime_is_small(name):
+    """The saturated share comes from the input regions where phi' < fraction * max phi', found
+    once; on a million inputs spread over the interesting range it equals the share autograd's
+    phi' gives, value for value."""
+    module = ACTIVATIONS[name](ActivationConfig(name=name))
+    threshold = 0.1 * max_derivative(module)
+    x = torch.randn(4, 250_000, generator=torch.Generator().manual_seed(0)) * 4
+    expected = (derivative(module, x) < threshold).float().mean(dim=1)
+    got = _share_within(x, where_below(module, threshold), Stacker())
+    assert torch.equal(got, expected.to(got.dtype)) or (got - expected).abs().max() <= 4e-6
+    assert 0.05 < got.mean() < 0.95  # both sides of the edge are exercised

@@ -56,7 +56,31 @@ RNN_KEYS = {
     "model.recurrent_init": st.sampled_from(["null", "orthogonal", "identity", "normal", "eye"]),
     "model.recurrent_gain": number,
 }
+CNN_KEYS = {
+    "activation": choice(ACTIVATIONS),
+    "norm": choice(NORMS),
+    "model.depth": small_int,
+    "model.channels": small_int,
+    "model.residual": st.sampled_from(["true", "false", "maybe"]),
+    "task.size": small_int,
+    "task.channels": small_int,
+    "task.shift": small_int,
+}
+TRANSFORMER_KEYS = {
+    "activation": choice(ACTIVATIONS),
+    "model.depth": small_int,
+    "model.d_model": st.sampled_from(["8", "12", "0", "-4", "x"]),
+    "model.heads": small_int,
+    "model.ffn_mult": small_int,
+    "model.norm_position": st.sampled_from(["pre", "post", "middle", "null"]),
+    "task.vocab": small_int,
+    "task.order": small_int,
+    "task.sharpness": number,
+}
+MODEL_KEYS = {"mlp": MLP_KEYS, "rnn": RNN_KEYS, "cnn": CNN_KEYS, "transformer": TRANSFORMER_KEYS}
+READS = {"cnn": "task=images", "transformer": "task=tokens"}  # unless the draw picks a task
 COMMON_KEYS = {
+    "scheduler.warmup_steps": small_int,
     "init": choice(INITIALIZERS),
     "optimizer": choice(OPTIMIZERS),
     "scheduler": choice(SCHEDULERS),
@@ -79,13 +103,14 @@ COMMON_KEYS = {
 
 @st.composite
 def command_lines(draw) -> list[str]:
-    model = draw(st.sampled_from(["mlp", "rnn"]))
-    keys = {**COMMON_KEYS, **(MLP_KEYS if model == "mlp" else RNN_KEYS)}
+    model = draw(st.sampled_from(sorted(MODEL_KEYS)))
+    keys = {**COMMON_KEYS, **MODEL_KEYS[model]}
     chosen = draw(st.lists(st.sampled_from(sorted(keys)), max_size=5, unique=True))
-    return [f"model={model}", *(f"{key}={draw(keys[key])}" for key in chosen)]
+    task = [READS[model]] if model in READS and "task" not in chosen else []
+    return [f"model={model}", *task, *(f"{key}={draw(keys[key])}" for key in chosen)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command_lines())
 def test_every_drawn_config_trains_or_is_refused_in_one_line(overrides):
     args = [*SMALL, *overrides]

@@ -18,7 +18,7 @@ def unknown_key_problem(key: str, known: list[str]) -> str:
         )
     owners = _models_with(name) if parent == "model" else []
     if owners:
-        return f"no such key for this model (it belongs to {' and '.join(f'model={m}' for m in owners)})"
+        return f"no such key for this model (it belongs to {', '.join(f'model={m}' for m in owners)})"
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
     if close:
         return f"no such key (did you mean {f'{parent}.' if parent else ''}{close[0]}?)"

@@ -55,8 +55,9 @@ class SchedulerConfig:
     name: str = MISSING
     step_size: int = 100  # step
     gamma: float = 0.5  # step, exponential
-    t_max: int | None = None  # cosine; null: trainer.steps
+    t_max: int | None = None  # cosine; null: trainer.steps - warmup_steps
     eta_min: float = 0.0  # cosine
+    warmup_steps: int = 0  # every scheduler: a linear ramp from 0 to optimizer.lr, then the schedule
 
 
 @dataclass
@@ -65,12 +66,18 @@ class TaskConfig:
     n_train: int = 4096
     n_val: int = 1024
     d_in: int = 32  # blobs, teacher
-    n_classes: int = 4  # blobs
+    n_classes: int = 4  # blobs, images
     separation: float = 3.0  # blobs
     d_out: int = 1  # teacher
     teacher_width: int = 64  # teacher
-    noise: float = 0.1  # teacher
-    seq_len: int = 50  # adding
+    noise: float = 0.1  # teacher, images
+    seq_len: int = 50  # adding, tokens
+    channels: int = 3  # images
+    size: int = 16  # images: height and width
+    shift: int = 2  # images: the most pixels an example is moved from its class's pattern
+    vocab: int = 16  # tokens
+    order: int = 2  # tokens: how many previous tokens the next one depends on
+    sharpness: float = 2.0  # tokens: std of the next-token logits; higher is more predictable
 
 
 @dataclass

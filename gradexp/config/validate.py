@@ -21,7 +21,7 @@ from gradexp.models import MODELS
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
 from gradexp.sweeps.objective import OBJECTIVES
-from gradexp.tasks import TASKS, data_shape
+from gradexp.tasks import MAX_CONTEXTS, TASKS, data_shape
 
 GROUPS = ("model", *GROUP_SCHEMAS)
 EVAL_CHUNK = 1024  # examples per forward pass when the engine evaluates a split (and the memory check counts)
@@ -154,12 +154,21 @@ def _check_ranges(c: RunConfig) -> None:
         "an integer >= 1 or null",
     )
     at_least(c, "scheduler", "eta_min", 0.0)
+    at_least(c, "scheduler", "warmup_steps", 0)
+    warmup, steps = c.scheduler.warmup_steps, c.trainer.steps
+    require(  # a trainer.steps < 1 is trainer.steps' own mistake, reported below
+        steps < 1 or warmup < steps,
+        "scheduler.warmup_steps",
+        warmup,
+        f"an integer < trainer.steps ({steps}), so that the warmup ends before the run does",
+    )
     for key in ("n_train", "n_val", "d_in", "d_out", "teacher_width"):
         at_least(c, "task", key, 1)
     at_least(c, "task", "n_classes", 2)
     at_least(c, "task", "seq_len", 2)
     at_least(c, "task", "separation", 0.0)
     at_least(c, "task", "noise", 0.0)
+    _check_task_shapes(c)
     for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_every"):
         at_least(c, "trainer", key, 1)
     require(0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]")
@@ -179,6 +188,22 @@ def _check_ranges(c: RunConfig) -> None:
         c.diagnostics.saturation_fraction,
         "a number in (0, 1)",
     )
+
+
+def _check_task_shapes(c: RunConfig) -> None:
+    for key in ("channels", "size"):
+        at_least(c, "task", key, 1)
+    at_least(c, "task", "shift", 0)
+    at_least(c, "task", "vocab", 2)
+    at_least(c, "task", "order", 1)
+    at_least(c, "task", "sharpness", 0.0)
+    if c.task.name == "tokens":
+        require(
+            c.task.vocab**c.task.order <= MAX_CONTEXTS,
+            "task.order",
+            c.task.order,
+            f"an integer with task.vocab ** task.order <= {MAX_CONTEXTS} (the source's contexts)",
+        )
 
 
 def _check_init_ranges(c: RunConfig) -> None:
@@ -241,12 +266,20 @@ def _numbers(node, prefix: str):
 
 
 def _check_combinations(c: RunConfig) -> None:
+    reads = MODELS[c.model.name].tasks
+    if reads is not None and c.task.name not in reads:
+        raise ConfigError(
+            "task",
+            c.task.name,
+            f"model={c.model.name} cannot read this task's data",
+            ", ".join(f"task={name}" for name in reads) + f" with model={c.model.name}",
+        )
     if "norm" not in MODELS[c.model.name].groups and c.norm.name != "none":
         raise ConfigError(
             "norm",
             c.norm.name,
             f"not supported with model={c.model.name} "
-            "(normalization sits between an MLP's linear maps and activations)",
+            "(the norm group sits before the activations of model=mlp and model=cnn)",
             "none",
         )
     if c.norm.name == "batchnorm":
@@ -282,7 +315,7 @@ def _check_fits_in_memory(c: RunConfig) -> None:
     input_shape, outputs = data_shape(c.task)
     parts = [  # (the key that drives the part, its bytes)
         (
-            _largest(c, "task", ("n_train", "n_val", "d_in", "seq_len")),
+            _largest(c, "task", ("n_train", "n_val", "d_in", "seq_len", "size")),
             4 * (c.task.n_train + c.task.n_val) * (math.prod(input_shape) + outputs),
         ),
     ]

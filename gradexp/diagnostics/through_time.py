@@ -19,7 +19,7 @@ CELLS = {nn.RNN: nn.RNNCell, nn.LSTM: nn.LSTMCell, nn.GRU: nn.GRUCell}
 
 class ThroughTime:
     def __init__(self, model: nn.Module):
-        """`model`: gradexp's RNN (its `rnn` layer and `output` head)."""
+        """`model`: gradexp's RNN (its `read`, its `rnn` layer and its `predict`)."""
         self.model = model
         rnn = model.rnn
         kind = CELLS[type(rnn)]
@@ -32,8 +32,7 @@ class ThroughTime:
 
     def measure(self, x: Tensor, y: Tensor, loss_fn) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Return ({layer: ||dL/dh_t|| for t = 1..T}, {layer: all hidden states}) on the device."""
-        if x.dim() == 2:
-            x = x.unsqueeze(-1)
+        x = self.model.read(x)
         rnn = self.model.rnn
         inputs = list(x.unbind(dim=1))
         states: list[list[Tensor]] = []
@@ -51,7 +50,7 @@ class ThroughTime:
                 layer_states.append(h)
             states.append(layer_states)
             inputs = layer_states
-        loss = loss_fn(self.model.output(inputs[-1]), y)
+        loss = loss_fn(self.model.predict(torch.stack(inputs, dim=1)), y)
         flat = [h for layer in states for h in layer]
         grads = torch.autograd.grad(loss, flat)
         norms = torch.stack(torch._foreach_norm(grads)).view(len(states), -1)

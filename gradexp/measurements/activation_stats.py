@@ -10,11 +10,12 @@ A site is named after the layer that ran before it: an MLP's `003_hidden` activa
 `003_hidden` linear map."""
 
 import copy as pycopy
+import math
 
 import torch
 from torch import Tensor, nn
 
-from gradexp.diagnostics.theory import derivative, max_derivative
+from gradexp.diagnostics.theory import max_derivative, where_below
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
 from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scatter
 
@@ -64,21 +65,21 @@ class ActivationStats(Measurement):
                 self.tags += [f"{prefix}/{sites[i].name}" for i in index]
         # dead units read off the outputs, from the stack the mean and std are taken from
         self._dead_from_outputs = [s.family == "rectifier" and _zero_below_zero(s.module) for s in sites]
-        self._thresholds: dict[str, tuple[nn.Module, float]] = {}
+        self._regions: dict[str, tuple[tuple[float, float], ...]] = {}
         self._stacker, self._indices = Stacker(), Indices()
 
-    def _derivative_of(self, module: nn.Module) -> tuple[nn.Module, float]:
-        """An out-of-place copy of the module (phi' is taken by autograd, which an in-place
-        activation would break) and the saturation threshold, once per kind of module."""
+    def _saturated_where(self, module: nn.Module) -> tuple[tuple[float, float], ...]:
+        """The inputs where phi' < saturation_fraction * max phi', once per kind of module (phi'
+        taken by autograd on an out-of-place copy: an in-place activation would break it)."""
         key = repr(module)
-        if key not in self._thresholds:
+        if key not in self._regions:
             copy = module
             if getattr(module, "inplace", False):
                 copy = pycopy.copy(module)
                 copy.inplace = False
             fraction = self.context.config.saturation_fraction
-            self._thresholds[key] = (copy, fraction * max_derivative(copy))
-        return self._thresholds[key]
+            self._regions[key] = where_below(copy, fraction * max_derivative(copy))
+        return self._regions[key]
 
     def measure(self, capture, batch, loss_fn) -> Output:
         outputs, inputs = capture.act_outputs, capture.act_inputs
@@ -111,8 +112,7 @@ class ActivationStats(Measurement):
         for _, index in groups(chosen, lambda i, t: (repr(modules[i]),)).items():
             x = self._stacker.stack("in", [inputs[i] for i in index])
             if family == "saturating":
-                copy, threshold = self._derivative_of(modules[index[0]])
-                share = (derivative(copy, x) < threshold).float().flatten(1).mean(dim=1)
+                share = _share_within(x, self._saturated_where(modules[index[0]]), self._stacker)
             else:  # dead, read off the inputs (a learned or negative slope)
                 share = _dead_share(x)
             values.append(([position[i] for i in index], share))
@@ -130,6 +130,26 @@ def _zero_below_zero(module: nn.Module) -> bool:
     if isinstance(module, nn.RReLU):
         return module.lower >= 0
     return False
+
+
+def _share_within(stacked: Tensor, regions: tuple[tuple[float, float], ...], stacker: Stacker) -> Tensor:
+    """Per site (row): the share of values inside the disjoint open intervals, as counts of
+    comparisons written into a float buffer and summed. Booleans summed would be converted to
+    int64 first, eight times the comparisons' time on a Transformer's MLP activations; the float
+    counts are exact (integers below 2^24 in float32, 2^53 in float64). A NaN is in no interval."""
+    per_row = stacked[0].numel()
+    dtype = torch.float32 if per_row <= 2**24 else torch.float64
+    flags = stacker.buffer("flags", tuple(stacked.shape), dtype, stacked.device)
+    count = torch.zeros(stacked.shape[0], dtype=dtype, device=stacked.device)
+    for low, high in regions:
+        if high != math.inf:
+            count += torch.lt(stacked, high, out=flags).flatten(1).sum(dim=1)
+        if low != -math.inf:
+            if high == math.inf:
+                count += torch.gt(stacked, low, out=flags).flatten(1).sum(dim=1)
+            else:
+                count -= torch.le(stacked, low, out=flags).flatten(1).sum(dim=1)
+    return count / per_row
 
 
 def _dead_share(stacked: Tensor) -> Tensor:

@@ -18,11 +18,18 @@ class Stacker:
         first = tensors[0]
         if first.device.type != "cpu":
             return torch.stack(tensors)
-        shape = (len(tensors), *first.shape)
-        buffer = self._buffers.get((key, shape, first.dtype))
-        if buffer is None:
-            buffer = self._buffers[(key, shape, first.dtype)] = first.new_empty(shape)
-        return torch.stack(tensors, out=buffer)
+        return torch.stack(
+            tensors, out=self.buffer(key, (len(tensors), *first.shape), first.dtype, first.device)
+        )
+
+    def buffer(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """An uninitialized tensor to write into, kept from step to step on the CPU."""
+        if device.type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        found = self._buffers.get((key, shape, dtype))
+        if found is None:
+            found = self._buffers[(key, shape, dtype)] = torch.empty(shape, dtype=dtype)
+        return found
 
 
 class Indices:

@@ -1,4 +1,4 @@
-"""The networks gradexp builds: one module per kind (mlp, rnn, custom), each registering its
+"""The networks gradexp builds: one module per kind (mlp, rnn, cnn, transformer, custom), each registering its
 spec; `build_model` builds and initializes the configured one for a task."""
 
 import importlib

@@ -3,7 +3,8 @@ class or factory, built with Hydra's `instantiate` and trained and measured like
 
 The target is imported from an installed package or from the directory gradexp runs in.
 How it learns the task's shapes: the callable is given `input_shape` (one example's shape, a
-tuple: `(32,)` for blobs, `(seq_len, 2)` for adding) and `d_out` (the outputs the task needs: its
+tuple: `(32,)` for blobs, `(seq_len, 2)` for adding, `(3, 16, 16)` for images, `(seq_len,)` token
+ids for tokens) and `d_out` (the outputs the task needs: its
 classes, or its regression targets) when its signature names them (or takes **kwargs) and the
 config does not set them. Every other keyword argument comes from the config:
 `+model.width=256` (the `+` adds a key that configs/model/custom.yaml does not list).
@@ -129,7 +130,8 @@ def _build(c, task) -> nn.Module:
 
 
 def _check_output(model: nn.Module, c, task) -> None:
-    """Two training examples through the model: its output must be (2, d_out) for the task's loss."""
+    """Two training examples through the model: its output must be (2, d_out) for the task's loss,
+    or (2, seq_len, d_out) for tokens, a prediction at every position."""
     x = task.x_train[:2]
     model.to(x.device)
     try:
@@ -148,7 +150,7 @@ def _check_output(model: nn.Module, c, task) -> None:
         raise ConfigError(
             KEY, c.model.target, "has no trainable weight of two or more dimensions: no layer to record"
         )
-    want = (2, task.d_out)
+    want = (2, *task.y_train.shape[1:], task.d_out) if task.vocab else (2, task.d_out)  # tokens: per position
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ConfigError(

@@ -159,5 +159,6 @@ register(
         init_blocks=MLP.weight_blocks,
         groups=("activation", "norm"),
         predict=_predict,
+        tasks=("blobs", "teacher", "adding", "images"),  # images read flat; token ids are no vector
     )
 )

@@ -35,27 +35,39 @@ _GATES = {"lstm": 4, "gru": 3}  # weight blocks per recurrent layer; a vanilla c
 
 class RNN(nn.Module):
     """A stacked recurrent network; a linear head reads the last hidden state. A non-sequence
-    input of shape (batch, d) is read as a sequence of d scalars."""
+    input of shape (batch, d) is read as a sequence of d scalars. Given a `vocab`, it reads
+    token ids through an embedding and predicts the next token at every position."""
 
-    def __init__(self, d_in: int, d_out: int, cfg):
+    def __init__(self, d_in: int, d_out: int, cfg, vocab: int | None = None):
         super().__init__()
         m: RNNConfig = cfg.model
         cell, kwargs = RNN_CELLS[m.cell]
+        self.embed = nn.Embedding(vocab, m.hidden_size) if vocab else None
+        d_in = m.hidden_size if vocab else d_in
         self.rnn = cell(d_in, m.hidden_size, m.num_layers, batch_first=True, **kwargs)
         self.output = nn.Linear(m.hidden_size, d_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 2:
-            x = x.unsqueeze(-1)
-        states, _ = self.rnn(x)
-        return self.output(states[:, -1])
+        states, _ = self.rnn(self.read(x))
+        return self.predict(states)
+
+    def read(self, x: Tensor) -> Tensor:
+        """The input as a (batch, time, features) sequence."""
+        if self.embed is not None:
+            return self.embed(x)
+        return x.unsqueeze(-1) if x.dim() == 2 else x
+
+    def predict(self, states: Tensor) -> Tensor:
+        """The head on the last layer's states: at every position for tokens, else at the end."""
+        return self.output(states if self.embed is not None else states[:, -1])
 
     def layers(self) -> list[tuple[str, nn.Parameter]]:
-        """Each recurrent layer reports its input-to-hidden and hidden-to-hidden matrices."""
-        roles, weights = [], []
+        """Each recurrent layer reports its input-to-hidden and hidden-to-hidden matrices (after
+        the embedding, when it reads tokens)."""
+        roles, weights = (["embed"], [self.embed.weight]) if self.embed is not None else ([], [])
         for k in range(self.rnn.num_layers):
             roles += [f"rnn{k + 1}_ih", f"rnn{k + 1}_hh"]
-            weights += [getattr(self.rnn, f"weight_ih_l{k}"), getattr(self.rnn, f"weight_hh_l{k}")]
+            weights += self._matrices(k)
         roles.append("output")
         weights.append(self.output.weight)
         return list(zip(position_names(roles), weights))
@@ -80,7 +92,12 @@ class RNN(nn.Module):
         """What an initializer treats as one matrix: each gate's H-row block of W_ih and W_hh
         (an LSTM stacks 4 gates, a GRU 3), so fans and orthogonality are per gate, then the head."""
         hidden = self.rnn.hidden_size
-        return [block for _, w in self.layers()[:-1] for block in w.split(hidden)] + [self.output.weight]
+        recurrent = [w for k in range(self.rnn.num_layers) for w in self._matrices(k)]
+        embed = [self.embed.weight] if self.embed is not None else []
+        return embed + [block for w in recurrent for block in w.split(hidden)] + [self.output.weight]
+
+    def _matrices(self, k: int) -> tuple[nn.Parameter, nn.Parameter]:
+        return getattr(self.rnn, f"weight_ih_l{k}"), getattr(self.rnn, f"weight_hh_l{k}")
 
 
 def _check(c) -> None:
@@ -99,8 +116,11 @@ def _features(input_shape: tuple[int, ...]) -> int:
 
 def _size(c, input_shape: tuple[int, ...], outputs: int) -> Size:
     m = c.model
-    gates, features = _GATES.get(m.cell, 1), _features(input_shape)
-    first = gates * m.hidden_size * (features + m.hidden_size + 2)
+    tokens = c.task.name == "tokens"  # read through an embedding of hidden_size
+    gates, features = _GATES.get(m.cell, 1), m.hidden_size if tokens else _features(input_shape)
+    first = gates * m.hidden_size * (features + m.hidden_size + 2) + (
+        outputs * m.hidden_size if tokens else 0
+    )
     rest = (m.num_layers - 1) * gates * m.hidden_size * (2 * m.hidden_size + 2)
     units = m.hidden_size * m.num_layers * input_shape[0]
     return Size(first + rest + (m.hidden_size + 1) * outputs, units, ("hidden_size", "num_layers"))
@@ -116,7 +136,7 @@ register(
     ModelSpec(
         name="rnn",
         config=RNNConfig,
-        build=lambda c, task: RNN(_features(task.input_shape), task.d_out, c),
+        build=lambda c, task: RNN(_features(task.input_shape), task.d_out, c, task.vocab),
         describe=lambda model, activation, norm: f"rnn {model.cell} {model.num_layers}x{model.hidden_size}",
         check=_check,
         size=_size,
@@ -125,5 +145,6 @@ register(
         nonlinearity=("an RNN's nonlinearity is model.cell", "model.cell=rnn_tanh, rnn_relu, lstm, gru"),
         no_theory="it describes MLPs; for an RNN read the gradient through time",
         depth_axis=False,
+        tasks=("blobs", "teacher", "adding", "tokens"),
     )
 )

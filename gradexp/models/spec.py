@@ -29,6 +29,7 @@ class ModelSpec:
     predict: Callable | None = None  # (RunConfig, model) -> the mean-field prediction's summary keys
     no_theory: str = "it describes gradexp's plain MLP; read the measured signals"  # where predict is None
     depth_axis: bool = True  # its layers, input to output, are a depth: the sweep's depth figure
+    tasks: tuple[str, ...] | None = None  # the tasks whose data it reads; None: any
 
 
 @dataclass(frozen=True)

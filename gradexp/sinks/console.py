@@ -223,6 +223,8 @@ def _status_line(s: dict) -> str:
         line += f"; non-finite at step {s['diverged_step']} (first layer: {s['first_nonfinite_layer']})"
     if s.get("final_val_loss") is not None:
         line += f"; val loss {fmt(s['final_val_loss'])}"
+        if s.get("loss_floor") is not None:  # what the source allows at best
+            line += f" (floor {fmt(s['loss_floor'])})"
     if s.get("final_val_acc") is not None:
         line += f", val acc {s['final_val_acc']:.3f}"
     if s.get("error"):

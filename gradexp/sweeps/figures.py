@@ -1,9 +1,12 @@
 """The comparison figures of a sweep, drawn from its jobs' files: gradient norm against depth at
-step 0 for every configuration, the final loss as a heatmap over two swept axes, and each
-job's gradient flow over training, on one shared colour scale."""
+step 0 for every configuration, and per repeated block (a ResNet's stages, a Transformer's
+blocks) where the model has them, an RNN's gradient through time, the training loss over steps,
+the final loss as a heatmap over two swept axes, and each job's gradient flow over training, on
+one shared colour scale."""
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,9 @@ def draw_all(table: Table, folder: Path) -> list[Path]:
     """Every figure the table's jobs allow, written to `folder`; the paths written."""
     figures = {
         "norm_vs_depth": norm_vs_depth(table),
+        "block_norm_vs_depth": block_norm_vs_depth(table),
         "grad_through_time": through_time(table),
+        "training_loss": training_loss(table),
         "final_loss": final_loss_heatmap(table),
         "gradient_flow": gradient_flows(table),
     }
@@ -39,6 +44,11 @@ def draw_all(table: Table, folder: Path) -> list[Path]:
 def label(job: Job, table: Table) -> str:
     """The job's swept values, or its directory name when nothing was swept."""
     return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in table.swept) or job.name
+
+
+def status_label(job: Job, table: Table) -> str:
+    """The job's label, with its status when it did not complete ("lr=10 (diverged)")."""
+    return label(job, table) + ("" if job.status == "completed" else f" ({job.status})")
 
 
 def norm_vs_depth(table: Table) -> bytes | None:
@@ -70,6 +80,30 @@ def norm_vs_depth(table: Table) -> bytes | None:
     return to_png(fig)
 
 
+def block_norm_vs_depth(table: Table) -> bytes | None:
+    """One line per configuration with repeated blocks: each block's gradient norm at step 0
+    against its index, input to output. Where the layers are too many to read, the blocks show
+    the trend: at initialization a Post-LN Transformer's hold up toward the output while a
+    Pre-LN one's shrink there (Xiong et al. 2020). A deeper job's line reaches further right."""
+    jobs = [j for j in table.jobs if j.summary.get("block_grad_norm_first")]
+    if not jobs:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
+    for job, colour in zip(jobs, colours):
+        values = _block_norms(job)
+        x = np.arange(1, len(values) + 1)
+        ax.plot(x, values, marker="o", markersize=2, color=colour, label=label(job, table))
+    log_axis(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("block (input to output)")
+    ax.set_ylabel("||dL/dθ|| over the block's parameters")
+    ax.set_title("gradient norm per block at step 0")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
+    return to_png(fig)
+
+
 def through_time(table: Table) -> bytes | None:
     """One line per RNN configuration: ||dL/dh_t|| over the time steps t of its first recurrent
     layer, at step 0 (flat: the gradient reaches the first inputs; falling towards t = 1: it
@@ -90,6 +124,79 @@ def through_time(table: Table) -> bytes | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
     return to_png(fig)
+
+
+def training_loss(table: Table) -> bytes | None:
+    """One curve per job, the training loss over steps: whether a configuration whose gradients
+    look healthy also learns, and how fast. A job that did not complete ends in a cross where its
+    finite values end (a diverged job's last loss is no number to draw), or in an arrowhead on the
+    top edge where it went off the axis."""
+    curves = loss_curves(table)
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(curves)))
+    for (job, steps, values), colour in zip(curves, colours):
+        one = "o" if len(steps) == 1 else None  # a single point is no line: mark it
+        ax.plot(steps, values, color=colour, label=status_label(job, table), marker=one, markersize=3)
+    _loss_axis(ax, curves)
+    ceiling = ax.get_ylim()[1]
+    for (job, steps, values), colour in zip(curves, colours):
+        if job.status != "completed":  # where it ended: a cross, or an arrowhead on the top edge
+            end, marker = (values[-1], "x") if values[-1] <= ceiling else (ceiling, "^")
+            ax.plot(steps[-1], end, marker=marker, markersize=6, color=colour, clip_on=False)
+    floors = {job.summary.get("loss_floor") for job, _, _ in curves} - {None}
+    if len(floors) == 1:  # one source (task=tokens): the least loss any model can reach, in view
+        floor = floors.pop()
+        ax.axhline(
+            floor, color="grey", linestyle="--", linewidth=1, label="loss floor (the source's entropy)"
+        )
+        low, high = ax.get_ylim()
+        margin = floor / 1.1 if ax.get_yscale() == "log" else floor - 0.05 * (high - low)
+        ax.set_ylim(min(low, margin), high)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (loss/train)")
+    capped = len(curves) == MAX_PANELS and len(table.jobs) > MAX_PANELS
+    ax.set_title("training loss per configuration" + (f" (the first {MAX_PANELS} jobs)" if capped else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=max(1, len(curves) // 12), loc="best")
+    return to_png(fig)
+
+
+def loss_curves(table: Table) -> list[tuple[Job, list[int], list[float]]]:
+    """(job, steps, values) of loss/train for the first MAX_PANELS jobs that logged it (more
+    curves make the legend unreadable), finite values only: a diverged job's curve stops there."""
+    curves = []
+    for job in table.jobs:
+        if len(curves) == MAX_PANELS:
+            break
+        points = read_series(job.path, lambda tag: tag == "loss/train").get("loss/train", {})
+        finite = sorted((step, v) for step, v in points.items() if math.isfinite(v))
+        if finite:
+            curves.append((job, [step for step, _ in finite], [v for _, v in finite]))
+    return curves
+
+
+def _loss_axis(ax, curves: list[tuple[Job, list[int], list[float]]]) -> None:
+    """The y axis the jobs that did not diverge need: a diverging job's blow-up (1e20) goes off
+    the top rather than flatten the others into a line. Log only if what is shown is positive and
+    spans more than a decade."""
+    every = [v for _, _, values in curves for v in values]
+    top = max([v for job, _, values in curves if job.status != "diverged" for v in values] or every)
+    shown = [v for v in every if v <= top]
+    log = min(shown) > 0 and top > 10 * min(shown)
+    if log:
+        log_axis(ax)
+    if top == max(every):
+        return  # nothing off the axis: matplotlib's own limits
+    low = min(shown)
+    if log:
+        pad = (top / low) ** 0.05
+        ax.set_ylim(low / pad, top * pad)
+    else:
+        pad = 0.05 * (top - low) or 0.05 * abs(top) or 1.0
+        ax.set_ylim(low - pad, top + pad)
 
 
 def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes | None:
@@ -173,9 +280,7 @@ def gradient_flows(table: Table) -> bytes | None:
             extent=extent,
             interpolation="nearest",
         )
-        ax.set_title(
-            label(job, table) + ("" if job.status == "completed" else f" ({job.status})"), fontsize=7
-        )
+        ax.set_title(status_label(job, table), fontsize=7)
         ax.tick_params(labelsize=6)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(flows) :]:
@@ -189,17 +294,30 @@ def gradient_flows(table: Table) -> bytes | None:
 def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[float]]]:
     """The per-layer gradient norms a run logged, from its event files: layer names, steps, and
     a row of norms per step (NaN where a layer's value is missing)."""
-    by_step: dict[int, dict[str, float]] = {}
+    series = read_series(run_dir, lambda tag: tag.startswith("grad_norm/") and tag[10:13].isdigit())
+    layers = sorted(tag[10:] for tag in series)  # "grad_norm/total" is no layer: it has no number
+    steps = sorted({step for points in series.values() for step in points})
+    return layers, steps, [[series[f"grad_norm/{layer}"].get(s, math.nan) for layer in layers] for s in steps]
+
+
+def read_series(run_dir: Path, wanted: Callable[[str], bool]) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} for the scalar tags `wanted` accepts, from a run's event files, read
+    directly (TensorBoard's EventAccumulator samples long series down). The files are read in the
+    order they were written, so where a resumed run logged a step again, its later value wins."""
+    series: dict[str, dict[int, float]] = {}
     for path in sorted(run_dir.glob("events.out.tfevents.*")):
         for raw in RawEventFileLoader(str(path)).Load():
             event = Event.FromString(raw)
             for value in event.summary.value:
-                tag = value.tag
-                if tag.startswith("grad_norm/") and tag[10:13].isdigit():
-                    by_step.setdefault(event.step, {})[tag[10:]] = value.simple_value
-    layers = sorted({layer for norms in by_step.values() for layer in norms})
-    steps = sorted(by_step)
-    return layers, steps, [[by_step[s].get(layer, math.nan) for layer in layers] for s in steps]
+                if wanted(value.tag):
+                    series.setdefault(value.tag, {})[event.step] = value.simple_value
+    return series
+
+
+def _block_norms(job: Job) -> list[float]:
+    """The job's block gradient norms at step 0, input to output as the summary lists them (NaN
+    for a block with none)."""
+    return [math.nan if v is None else v for v in job.summary["block_grad_norm_first"].values()]
 
 
 def _no_depth_axis(job: Job) -> bool:
