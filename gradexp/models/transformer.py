@@ -3,10 +3,12 @@ self-attention and an MLP, and a linear head predicting the next token at every 
 
 `norm_position` places each block's LayerNorms. Post-LN (the original Transformer) normalizes
 after each residual addition, x <- LN(x + f(x)): the gradient reaching a block passes through
-every LayerNorm above it, and at initialization it is largest near the output, which is why
+every LayerNorm above it, and at initialization the blocks near the output get gradients as
+large as the first ones, or larger; Adam's first steps then move them too far, which is why
 Post-LN needs learning-rate warmup. Pre-LN normalizes each branch's input, x <- x + f(LN(x)),
 with a final LN before the head: the residual stream is an identity path from output to input,
-and the gradient stays level across blocks (Xiong et al. 2020)."""
+and each block's LayerNorm divides by a stream that grows with depth, so its blocks' gradients
+shrink toward the output (Xiong et al. 2020; the postln_vs_preln preset measures both)."""
 
 from dataclasses import dataclass
 

@@ -65,17 +65,11 @@ def norm_vs_depth(table: Table) -> bytes | None:
     fig, axes = plt.subplots(
         1, len(panels), figsize=(7 * len(panels) + 2, 5), squeeze=False, layout="constrained"
     )
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
     for ax, (key, title) in zip(axes[0], panels):
-        for job, colour in zip(jobs, colours):
-            values = [math.nan if v is None else v for v in (job.summary.get(key) or {}).values()]
-            x = np.arange(1, len(values) + 1)
-            ax.plot(x, values, marker="o", markersize=2, color=colour, label=label(job, table))
-        log_axis(ax)
+        _line_per_job(ax, jobs, table, lambda job, key=key: _plotted((job.summary.get(key) or {}).values()))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (input to output)")
         ax.set_title(f"{title} at step 0")
-        ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
     return to_png(fig)
 
@@ -89,17 +83,11 @@ def block_norm_vs_depth(table: Table) -> bytes | None:
     if not jobs:
         return None
     fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
-    for job, colour in zip(jobs, colours):
-        values = _block_norms(job)
-        x = np.arange(1, len(values) + 1)
-        ax.plot(x, values, marker="o", markersize=2, color=colour, label=label(job, table))
-    log_axis(ax)
+    _line_per_job(ax, jobs, table, _block_norms)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("block (input to output)")
     ax.set_ylabel("||dL/dθ|| over the block's parameters")
     ax.set_title("gradient norm per block at step 0")
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
     return to_png(fig)
 
@@ -112,16 +100,11 @@ def through_time(table: Table) -> bytes | None:
     if not jobs:
         return None
     fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
-    for job, colour in zip(jobs, colours):
-        curve = next(iter(job.summary["grad_through_time_first"].values()))
-        values = [math.nan if v is None else v for v in curve]
-        ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=label(job, table))
-    log_axis(ax)
+    first_layer = lambda job: _plotted(next(iter(job.summary["grad_through_time_first"].values())))  # noqa: E731
+    _line_per_job(ax, jobs, table, first_layer, marker=None)
     ax.set_xlabel("time step t")
     ax.set_ylabel("||dL/dh_t|| at step 0")
     ax.set_title("gradient through time, first recurrent layer, per configuration")
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
     return to_png(fig)
 
@@ -314,10 +297,26 @@ def read_series(run_dir: Path, wanted: Callable[[str], bool]) -> dict[str, dict[
     return series
 
 
+def _line_per_job(ax, jobs: list[Job], table: Table, values_of: Callable, marker: str | None = "o") -> None:
+    """One line per job on a log axis: values_of(job) against 1, 2, ..., coloured along viridis
+    in the jobs' order, so a job has the same colour in every panel."""
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
+    for job, colour in zip(jobs, colours):
+        values = values_of(job)
+        x = np.arange(1, len(values) + 1)
+        ax.plot(x, values, marker=marker, markersize=2, color=colour, label=label(job, table))
+    log_axis(ax)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _plotted(values) -> list[float]:
+    """The values as drawn: a missing one (None in the summary) is NaN, a gap in the line."""
+    return [math.nan if v is None else v for v in values]
+
+
 def _block_norms(job: Job) -> list[float]:
-    """The job's block gradient norms at step 0, input to output as the summary lists them (NaN
-    for a block with none)."""
-    return [math.nan if v is None else v for v in job.summary["block_grad_norm_first"].values()]
+    """The job's block gradient norms at step 0, input to output as the summary lists them."""
+    return _plotted(job.summary["block_grad_norm_first"].values())
 
 
 def _no_depth_axis(job: Job) -> bool:
