@@ -4,11 +4,14 @@ alternating the variants in one process so that machine noise hits them alike.
 
     python benchmarks/overhead.py [--model {mlp,custom,resnet,transformer,all}] [--steps 500]
         [--repeats 5] [--depth 20] [--width 256] [--custom-depth 8] [--cnn-depth 20]
-        [--transformer-depth 6]
+        [--transformer-depth 6] [--precision {32,bf16,fp16,all}]
 
 Runs the variants on gradexp's MLP, on a network it does not know (`model=custom` with
 custom_model.ResidualTower, a pre-LN residual tower), on the built-in ResNet (task=images) and
 on the built-in Pre-LN Transformer (task=tokens), one table each with its own bare loop.
+`--precision` runs both in bf16 or fp16 (torch.autocast; fp16 with GradScaler's dynamic loss
+scale, which the bare loop uses as `scaler.scale(loss).backward(); scaler.step(); scaler.update()`),
+a table per precision.
 
 Prints, per variant, the median time, the median of its per-repeat ratios to the bare loop, the
 ratio of its fastest run to the bare loop's fastest, and its per-step ratio: its recorded steps
@@ -48,9 +51,11 @@ from gradexp.config.validate import validate
 from gradexp.engine import Batches, Run, build_run, train, train_step
 from gradexp.models import build_model
 from gradexp.optim import OPTIMIZERS
+from gradexp.precision import Precision
 from gradexp.recorder import FLUSH_SECONDS
 from gradexp.tasks import build_task
 
+PRECISION_TITLES = {"32": "", "bf16": ", bf16 autocast", "fp16": ", fp16 autocast with a dynamic loss scale"}
 FIXED_REPEATS = 15  # one-step runs are short: more of them (--fixed-repeats)
 CUSTOM_TARGET = "custom_model.ResidualTower"  # benchmarks/ is sys.path[0] when run as a script
 
@@ -80,24 +85,29 @@ def bare_loop(cfg) -> None:
     model = build_model(c, task)
     optimizer = OPTIMIZERS[c.optimizer.name](model.parameters(), c.optimizer)
     batches = Batches(task, t.batch_size, t.seed)
+    precision = Precision(t.precision, t.loss_scale, torch.device("cpu"))
     for step in range(t.steps):
-        bare_update(model, optimizer, task, batches, step % t.eval_every == 0)
-    validate_once(model, task)  # the final evaluation
+        bare_update(model, optimizer, task, batches, step % t.eval_every == 0, precision)
+    validate_once(model, task, precision)  # the final evaluation
 
 
 def bare_step(run: Run, step: int) -> None:
     """The bare loop's step, on a gradexp run's own model, optimizer and batches."""
-    bare_update(run.model, run.optimizer, run.task, run.batches, step % run.config.trainer.eval_every == 0)
+    evaluate = step % run.config.trainer.eval_every == 0
+    bare_update(run.model, run.optimizer, run.task, run.batches, evaluate, run.precision)
 
 
-def bare_update(model, optimizer, task, batches: Batches, evaluate: bool) -> None:
-    """One step of the bare loop: the validation loss when due, then an update."""
+def bare_update(model, optimizer, task, batches: Batches, evaluate: bool, precision: Precision) -> None:
+    """One step of the bare loop: the validation loss when due, then an update (under autocast
+    and with a GradScaler where the precision asks for them)."""
     if evaluate:
-        validate_once(model, task)
+        validate_once(model, task, precision)
     optimizer.zero_grad(set_to_none=True)
     x, y = batches.next()
-    cross_entropy(model(x), y).backward()
-    optimizer.step()
+    with precision.autocast():
+        loss = cross_entropy(model(x), y)
+    precision.scale(loss).backward()
+    precision.step(optimizer)
 
 
 def cross_entropy(output, target):
@@ -106,9 +116,11 @@ def cross_entropy(output, target):
 
 
 @torch.no_grad()
-def validate_once(model, task) -> None:
+def validate_once(model, task, precision: Precision) -> None:
     model.eval()
-    cross_entropy(model(task.x_val), task.y_val).item()
+    with precision.autocast():
+        output = model(task.x_val)
+    cross_entropy(output.float(), task.y_val).item()
     model.train()
 
 
@@ -230,12 +242,18 @@ def alternate(configs: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def compose_variants(base: list[str]) -> tuple[dict, dict]:
+def compose_variants(base: list[str], only: list[str] | None = None) -> tuple[dict, dict]:
     """Every variant's (function, config), and the first three cut to one step: what a run
-    costs whatever its length. Call inside Hydra's initialize_config_dir."""
+    costs whatever its length. `only`: the bare loop, the defaults and the variants whose names
+    contain one of these. Call inside Hydra's initialize_config_dir."""
+    chosen = {
+        name: extra
+        for name, extra in VARIANTS.items()
+        if only is None or name in (BARE, DEFAULTS, NO_FIGURES) or any(part in name for part in only)
+    }
     configs = {
         name: (bare_loop if name == BARE else gradexp_run, compose("config", overrides=[*base, *extra]))
-        for name, extra in VARIANTS.items()
+        for name, extra in chosen.items()
     }
     one_step = {
         name: (configs[name][0], compose("config", overrides=[*base, *VARIANTS[name], "trainer.steps=1"]))
@@ -302,6 +320,8 @@ def main() -> None:
     parser.add_argument("--transformer-depth", type=int, default=6, help="the Transformer's blocks")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--fixed-repeats", type=int, default=FIXED_REPEATS, help="one-step runs per variant")
+    parser.add_argument("--precision", choices=["32", "bf16", "fp16", "all"], default="32")
+    parser.add_argument("--variants", nargs="+", help="only the variants whose names contain one of these")
     args = parser.parse_args()
 
     common = [f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}", "trainer.device=cpu"]
@@ -330,12 +350,19 @@ def main() -> None:
         ),
     }
     chosen = list(models) if args.model == "all" else [args.model]
+    precisions = ["32", "bf16", "fp16"] if args.precision == "all" else [args.precision]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        suites = {model: compose_variants([*models[model][1], *common]) for model in chosen}
-    for i, (model, suite) in enumerate(suites.items()):
+        suites = {
+            (model, precision): compose_variants(
+                [*models[model][1], *common, f"trainer.precision={precision}"], args.variants
+            )
+            for model in chosen
+            for precision in precisions
+        }
+    for i, ((model, precision), suite) in enumerate(suites.items()):
         if i:
             print()
-        benchmark(models[model][0], *suite, args)
+        benchmark(models[model][0] + PRECISION_TITLES[precision], *suite, args)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ def resume_run(run, source: Path) -> None:
     restore(run.model, state["model"], "model")
     restore(run.optimizer, state["optimizer"], "optimizer")
     restore(run.scheduler, state["scheduler"], "scheduler")
+    restore(run.precision, state.get("precision", {}), "loss scale")
     restore(run.batches, state["batches"], "batch order")
     restore(run.recorder, state["recorder"], "records")
     if run.diagnostics is not None and state["diagnostics"] is not None:
@@ -136,6 +137,7 @@ def save_run(run) -> Path:
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
+            "precision": run.precision.state_dict(),
             "batches": run.batches.state_dict(),
             "recorder": run.recorder.state_dict(),
             "diagnostics": run.diagnostics.state_dict() if run.diagnostics is not None else None,

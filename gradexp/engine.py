@@ -8,6 +8,7 @@ call it directly; the CLI is a thin wrapper around it.
 import logging
 import os
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from gradexp.measurements.catalog import charts
 from gradexp.models import MODELS, build_model, describe
 from gradexp.network import Network, discover
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
+from gradexp.precision import COLLAPSED_BELOW, Precision, run_problem
 from gradexp.provenance import provenance
 from gradexp.recorder import GradientRecorder
 from gradexp.sinks.base import Sink
@@ -82,6 +84,7 @@ class Run:
     network: Network
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision  # autocast and the loss scale
     batches: Batches
     recorder: GradientRecorder
     sinks: list[Sink]  # TensorBoard, and the terminal when it shows progress
@@ -157,11 +160,16 @@ def build_run(
     torch.manual_seed(t.seed)
     task = build_task(config.task, t.seed).to(device)
     model = build_model(config, task).to(device)
-    network = discover(model, task.x_train[:2])
+    precision = Precision(t.precision, t.loss_scale, device)
+    problem = run_problem(precision, model, device)
+    if problem is not None:
+        raise ConfigError(*problem)
+    with precision.autocast():  # the layers of the model as it trains
+        network = discover(model, task.x_train[:2])
     optimizer = OPTIMIZERS[config.optimizer.name](model.parameters(), config.optimizer)
     scheduler = SCHEDULERS[config.scheduler.name](optimizer, config.scheduler, t.steps)
     clipping = t.clip.max_norm is not None or t.clip.value is not None
-    recorder = GradientRecorder(network, t.log_every, t.steps - 1, clipping)
+    recorder = GradientRecorder(network, t.log_every, t.steps - 1, clipping, precision.scaling)
     diagnostics = (
         Diagnostics(config.diagnostics, network, recorder, t.steps - 1, t.grad_accum)
         if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
@@ -182,6 +190,7 @@ def build_run(
         network,
         optimizer,
         scheduler,
+        precision,
         Batches(task, t.batch_size, t.seed),
         recorder,
         sinks,
@@ -231,14 +240,18 @@ def train_step(run: Run, step: int) -> bool:
     diagnose = run.diagnostics is not None and run.diagnostics.due(step)
     run.optimizer.zero_grad(set_to_none=True)
     loss, batch = _forward_backward(run, run.diagnostics.watch() if diagnose else nullcontext())
+    run.precision.unscale(run.optimizer)  # everything below sees the true gradient
     run.recorder.measure()
     clipping = run.recorder.clipping
     clipped = clip_gradients(run.recorder.params, run.recorder.total_norm(), t.clip) if clipping else None
-    run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped)
+    scale = run.precision.current_scale()
+    run.recorder.record_step(step, loss, run.scheduler.get_last_lr()[0], clipped, scale)
     if diagnose:
-        run.diagnostics.before_update(step, batch, run.loss)
-    run.optimizer.step()
-    run.scheduler.step()
+        run.diagnostics.before_update(step, batch, run.loss, scale)
+    run.precision.step(run.optimizer)
+    with warnings.catch_warnings():  # a step the loss scale skipped is no misordered scheduler
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        run.scheduler.step()
     if diagnose:
         run.diagnostics.after_update()
     run.steps_completed = step + 1
@@ -249,14 +262,16 @@ def train_step(run: Run, step: int) -> bool:
 
 def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Accumulate the gradient of the mean loss over grad_accum micro-batches; return that loss
-    and the first micro-batch, the one `watch` (the diagnostics' hooks) observes."""
+    and the first micro-batch, the one `watch` (the diagnostics' hooks) observes. The forward
+    pass runs under the precision's autocast, the backward on the scaled loss."""
     accum = run.config.trainer.grad_accum
     losses, first = [], None
     for i in range(accum):
         x, y = run.batches.next()
         with watch if i == 0 else nullcontext():
-            loss = run.loss(run.model(x), y)
-            (loss / accum if accum > 1 else loss).backward()
+            with run.precision.autocast():
+                loss = run.loss(run.model(x), y)
+            run.precision.scale(loss / accum if accum > 1 else loss).backward()
         losses.append(loss.detach())
         first = first or (x, y)
     return (losses[0] if accum == 1 else torch.stack(losses).mean()), first
@@ -271,9 +286,10 @@ def evaluate(run: Run, split: str) -> dict[str, Tensor]:
     n = run.task.x_val.shape[0]  # the train loss is measured on as many examples as the val loss
     x, y = x[:n], y[:n]
     run.model.eval()
-    output = torch.cat([run.model(chunk) for chunk in x.split(EVAL_CHUNK)])
+    with run.precision.autocast():  # the model as it trains
+        output = torch.cat([run.model(chunk) for chunk in x.split(EVAL_CHUNK)])
     run.model.train()
-    metrics = {f"loss/{split}": run.loss(output, y)}
+    metrics = {f"loss/{split}": run.loss(output.float(), y)}
     if run.task.classification:
         metrics[f"acc/{split}"] = (output.argmax(dim=-1) == y).float().mean()
     return metrics
@@ -378,6 +394,7 @@ def _summary(
         "final_val_loss": final.get("loss/val"),
         "final_val_acc": final.get("acc/val"),
         "loss_floor": run.task.loss_floor if run else None,
+        **_precision_summary(run),
         "diverged_step": divergence.step if divergence else None,
         "first_nonfinite_layer": divergence.first_nonfinite_layer if divergence else None,
         "error": error,
@@ -394,6 +411,23 @@ def _summary(
         "not_measured": run.diagnostics.not_applicable if run and run.diagnostics else {},
         "config": checkpoint.as_container(cfg),
     }
+
+
+def _precision_summary(run: Run | None) -> dict:
+    """The precision, and for a loss scale how many steps it skipped, its last value and whether
+    it collapsed: below 1 (where it shrinks the gradient) with the last steps all skipped. The
+    amp_ keys are null without a loss scale."""
+    keys = ("amp_skipped_steps", "amp_skipped_in_a_row_at_end", "amp_scale_last", "amp_scale_collapsed")
+    summary = {"precision": None, "loss_scale": None, **dict.fromkeys(keys)}
+    if run is None:
+        return summary
+    summary |= {"precision": run.precision.name, "loss_scale": run.precision.loss_scale}
+    if run.precision.scaling:
+        recorder = run.recorder
+        collapsed = recorder.scale_last is not None and recorder.scale_last < COLLAPSED_BELOW
+        values = (recorder.skipped_steps, recorder.skipped_in_a_row, recorder.scale_last)
+        summary |= dict(zip(keys, (*values, bool(collapsed and recorder.skipped_in_a_row > 0))))
+    return summary
 
 
 def _first_over_last(norms: dict[str, float]) -> float | None:

@@ -3,7 +3,15 @@ the training device until a flush, so recording never makes the host wait for th
 
 Every step is measured, not only the logged ones, because divergence must be caught at the step
 it happens; the extra cost is one `_foreach_norm` over the gradients (the kernel PyTorch's own
-`clip_grad_norm_` uses), a few percent of a step.
+`clip_grad_norm_` uses), a few percent of a step. The norms are scaled where float32's squares
+would overflow or underflow (`scaled_norms`), so a step diverges only when the loss or a
+gradient entry is itself NaN or infinite, never because gradexp's own arithmetic overflowed.
+
+Under a loss scale, a step whose scaled gradient overflowed is skipped by the scaler: that is
+the scale doing its job, counted as `amp/skipped`, not a divergence. Nothing read off its
+backward pass is written (its infinities describe the overflow, not the gradient, and its
+finite values would make a layer's first value come from another step than its neighbour's);
+a non-finite loss is a divergence whatever the scale.
 """
 
 import math
@@ -14,6 +22,7 @@ import torch
 from torch import Tensor
 
 from gradexp.network import Network
+from gradexp.scaled_norms import Layout, norms, total
 
 FLUSH_SECONDS = 1.0  # how often measurements are copied to the host, written and checked
 
@@ -44,30 +53,36 @@ class GradientRecorder:
     norms: it costs the training step nothing.
     """
 
-    def __init__(self, network: Network, log_every: int, last_step: int, clipping: bool):
+    def __init__(
+        self, network: Network, log_every: int, last_step: int, clipping: bool, scaling: bool = False
+    ):
         self.layer_names = network.layer_names
         self.param_names, self.params = network.param_names, network.params
         self.block_names = [block.name for block in network.blocks]
         self._membership = _membership(network) if network.blocks else None
-        self.log_every, self.last_step, self.clipping = log_every, last_step, clipping
-        # (step, lr, loss, per-parameter norms, total norm after clipping or None), on the device
-        self._rows: list[tuple[int, float, Tensor, Tensor, Tensor | None]] = []
+        self.log_every, self.last_step, self.clipping, self.scaling = log_every, last_step, clipping, scaling
+        # (step, lr, loss, per-parameter norms, total after clipping or None, loss scale or None)
+        self._rows: list[tuple[int, float, Tensor, Tensor, Tensor | None, Tensor | None]] = []
         # (step, StepRecord field, tags, one device tensor with a row per tag)
         self._extras: list[tuple[int, str, list[str], Tensor]] = []
         self._last_flush = time.monotonic()
         self.divergence: Divergence | None = None
         self.steps_seen = self.clipped_steps = 0  # clipping statistics over every step, logged or not
+        self.skipped_steps = self.skipped_in_a_row = 0  # steps the loss scale skipped (an overflow)
+        self.scale_last: float | None = None  # the loss scale of the last step
+        self.gradient_prefixes = {"grad_norm", "block_grad_norm"}  # tags a skipped step drops
         self.first_values: dict[str, float] = {}  # every scalar tag's first and last recorded value
         self.last_values: dict[str, float] = {}
         self.value_steps: dict[str, tuple[int, int]] = {}  # tag -> steps of its first and last value
         self.norm_history: list[tuple[int, list[float]]] = []  # (step, layer norms) per logged step
         self.vector_history: dict[str, list[tuple[int, list[float]]]] = {}
         self._zero: Tensor | None = None
+        self._layout = Layout.of(self.params)  # a gradient has its parameter's shape and dtype
 
     def measure(self) -> None:
         """Measure every parameter's gradient norm with one batched kernel; call after backward."""
         grads = [p.grad if p.grad is not None else self._no_grad(p) for p in self.params]
-        self._norms = torch.stack(torch._foreach_norm(grads))
+        self._norms = norms(grads, self._layout)
 
     def _no_grad(self, p: Tensor) -> Tensor:
         """A parameter the loss did not reach has a zero gradient (one cached zero per device)."""
@@ -77,11 +92,14 @@ class GradientRecorder:
 
     def total_norm(self) -> Tensor:
         """The total norm of the last measured gradient (what clipping compares to max_norm)."""
-        return torch.linalg.vector_norm(self._norms)
+        return total(self._norms)
 
-    def record_step(self, step: int, loss: Tensor, lr: float, clipped_total: Tensor | None) -> None:
-        """Keep references to this step's measurements; all arithmetic on them waits for flush."""
-        self._rows.append((step, lr, loss.detach(), self._norms, clipped_total))
+    def record_step(
+        self, step: int, loss: Tensor, lr: float, clipped_total: Tensor | None, scale: Tensor | None = None
+    ) -> None:
+        """Keep references to this step's measurements; all arithmetic on them waits for flush.
+        `scale`: the loss scale the step's backward used, when there is one."""
+        self._rows.append((step, lr, loss.detach(), self._norms, clipped_total, scale))
 
     def record_scalars(self, step: int, tags: list[str], values: Tensor) -> None:
         """Scalars measured at `step` (validation, diagnostics): one device tensor, a value per
@@ -102,25 +120,49 @@ class GradientRecorder:
         the records to write: logged steps up to and including the first non-finite one."""
         self._last_flush = time.monotonic()
         records: dict[int, StepRecord] = {}
+        skipped: set[int] = set()
         if self._rows:
             for (step, lr, *_), values in zip(self._rows, self._table()):
                 if self.divergence is not None:
                     break
-                bad = not all(math.isfinite(v) for v in values)
-                self.steps_seen += 1
-                self.clipped_steps += self.clipping and values[2] < values[1] * (1 - 1e-6)
+                finite_gradient = all(math.isfinite(v) for v in values[1:])
+                skip = self.scaling and math.isfinite(values[0]) and not finite_gradient
+                bad = not math.isfinite(values[0]) or not (finite_gradient or skip)
+                self._count(values, skip)
+                if skip:
+                    skipped.add(step)
                 if step % self.log_every == 0 or step == self.last_step or bad:
-                    records[step] = self._step_record(step, lr, values)
+                    records[step] = self._step_record(step, lr, values, skip)
                 if bad:
                     self._diverge(step, values)
         for step, kind, tags, values in self._extras:
             if self.divergence is None or step <= self.divergence.step:
-                host = values.cpu().tolist()
-                getattr(records.setdefault(step, StepRecord(step)), kind).update(zip(tags, host))
+                pairs = zip(tags, values.cpu().tolist())
+                if step in skipped and kind == "scalars":
+                    pairs = [(t, v) for t, v in pairs if not self._of_gradient(t)]
+                getattr(records.setdefault(step, StepRecord(step)), kind).update(pairs)
         self._rows, self._extras = [], []
         ordered = [records[s] for s in sorted(records)]
         self._remember(ordered)
         return ordered
+
+    def clip_fraction(self) -> float | None:
+        """The share of applied steps (not skipped by a loss scale) that clipping changed."""
+        applied = self.steps_seen - self.skipped_steps
+        return self.clipped_steps / applied if self.clipping and applied else None
+
+    def _of_gradient(self, tag: str) -> bool:
+        return tag.split("/", 1)[0] in self.gradient_prefixes
+
+    def _count(self, values: list[float], skip: bool) -> None:
+        """Clipping and loss-scale statistics over every step, logged or not."""
+        self.steps_seen += 1
+        if self.scaling:
+            self.scale_last = values[-1]
+            self.skipped_steps += skip
+            self.skipped_in_a_row = self.skipped_in_a_row + 1 if skip else 0
+        if not skip:
+            self.clipped_steps += self.clipping and values[2] < values[1] * (1 - 1e-6)
 
     def _remember(self, records: list[StepRecord]) -> None:
         """Keep what the summary and the figures need once the sinks have written the rest."""
@@ -129,37 +171,45 @@ class GradientRecorder:
                 self.first_values.setdefault(tag, value)
                 self.last_values[tag] = value
                 self.value_steps[tag] = (self.value_steps.get(tag, (record.step,))[0], record.step)
-            if self.layer_names and f"grad_norm/{self.layer_names[0]}" in record.scalars:
-                self.norm_history.append(
-                    (record.step, [record.scalars[f"grad_norm/{n}"] for n in self.layer_names])
-                )
+            norms = [record.scalars.get(f"grad_norm/{n}") for n in self.layer_names]
+            if norms and None not in norms:  # a step with the gradient measured (not skipped)
+                self.norm_history.append((record.step, norms))
             for tag, vector in record.vectors.items():
                 self.vector_history.setdefault(tag, []).append((record.step, vector))
 
     def _table(self) -> list[list[float]]:
-        """Pending steps as host rows: [loss, total norm, total after clipping, *norms]."""
-        norms = torch.stack([norms for _, _, _, norms, _ in self._rows]).float()
-        losses = torch.stack([loss for _, _, loss, _, _ in self._rows]).float()
+        """Pending steps as host rows: [loss, total norm, total after clipping, *norms, *block
+        norms, loss scale (when scaling)]."""
+        norms = torch.stack([norms for _, _, _, norms, _, _ in self._rows]).double()
+        losses = torch.stack([loss for _, _, loss, *_ in self._rows]).double()
         totals = torch.linalg.vector_norm(norms, dim=1)
-        clipped = torch.stack([c for *_, c in self._rows]) if self.clipping else totals
+        clipped = torch.stack([c for *_, c, _ in self._rows]).double() if self.clipping else totals
         parts = [torch.stack([losses, totals, clipped], dim=1), norms]
         if self._membership is not None:
             if self._membership.device != norms.device:
                 self._membership = self._membership.to(norms.device)
             parts.append((norms.square() @ self._membership).sqrt())
+        if self.scaling:
+            parts.append(torch.stack([scale for *_, scale in self._rows]).double()[:, None])
         return torch.cat(parts, dim=1).cpu().tolist()
 
-    def _step_record(self, step: int, lr: float, values: list[float]) -> StepRecord:
+    def _step_record(self, step: int, lr: float, values: list[float], skip: bool) -> StepRecord:
         loss, total, clipped_total = values[:3]
-        scalars = {"loss/train": loss, "lr": lr, "grad_norm/total": total}
-        if self.clipping:
-            scalars["grad_norm/total_clipped"] = clipped_total
-            scalars["clip/clipped"] = float(clipped_total < total * (1 - 1e-6))
-            scalars["clip/fraction"] = self.clipped_steps / self.steps_seen
+        gradient = {"grad_norm/total": total}
+        if self.clipping and not skip:
+            gradient["grad_norm/total_clipped"] = clipped_total
+            gradient["clip/clipped"] = float(clipped_total < total * (1 - 1e-6))
         layer_norms = values[3 : 3 + len(self.layer_names)]
-        scalars.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
-        blocks = values[3 + len(self.params) :]
-        scalars.update((f"block_grad_norm/{n}", v) for n, v in zip(self.block_names, blocks))
+        gradient.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
+        start = 3 + len(self.params)
+        blocks = values[start : start + len(self.block_names)]
+        gradient.update((f"block_grad_norm/{n}", v) for n, v in zip(self.block_names, blocks))
+        scalars = {"loss/train": loss, "lr": lr, **({} if skip else gradient)}
+        if self.clipping:
+            scalars["clip/fraction"] = self.clip_fraction() or 0.0
+        if self.scaling:
+            scalars["amp/scale"] = values[-1]
+            scalars["amp/skipped"] = float(self.skipped_steps)
         return StepRecord(step, scalars)
 
     def _diverge(self, step: int, values: list[float]) -> None:
@@ -172,6 +222,9 @@ class GradientRecorder:
         return {
             "steps_seen": self.steps_seen,
             "clipped_steps": self.clipped_steps,
+            "skipped_steps": self.skipped_steps,
+            "skipped_in_a_row": self.skipped_in_a_row,
+            "scale_last": self.scale_last,
             "first_values": self.first_values,
             "last_values": self.last_values,
             "value_steps": self.value_steps,
@@ -181,6 +234,8 @@ class GradientRecorder:
 
     def load_state_dict(self, state: dict) -> None:
         self.steps_seen, self.clipped_steps = state["steps_seen"], state["clipped_steps"]
+        self.skipped_steps, self.skipped_in_a_row = state["skipped_steps"], state["skipped_in_a_row"]
+        self.scale_last = state["scale_last"]
         self.first_values, self.last_values = dict(state["first_values"]), dict(state["last_values"])
         self.value_steps = {tag: tuple(steps) for tag, steps in state["value_steps"].items()}
         self.norm_history = [(step, list(norms)) for step, norms in state["norm_history"]]
@@ -200,7 +255,7 @@ def _membership(network: Network) -> Tensor:
     """params x blocks, 1 where the parameter is in the block: squared norms times this matrix
     are the blocks' squared norms, for every pending step in one product."""
     index = {id(p): i for i, p in enumerate(network.params)}
-    matrix = torch.zeros(len(network.params), len(network.blocks))
+    matrix = torch.zeros(len(network.params), len(network.blocks), dtype=torch.float64)
     for j, block in enumerate(network.blocks):
         for p in block.params:
             if id(p) in index:

@@ -62,6 +62,11 @@ def plain_stack(input_shape: tuple[int, ...], d_out: int, depth: int = 4, width:
     return nn.Sequential(*layers, nn.Linear(width, d_out))
 
 
+def half_stack(input_shape: tuple[int, ...], d_out: int) -> nn.Module:
+    """plain_stack with float16 parameters: it trains under fp16 autocast, without a loss scale."""
+    return plain_stack(input_shape, d_out).half()
+
+
 class WrongOutput(nn.Module):
     """Gives 3 outputs whatever the task needs."""
 

@@ -90,3 +90,21 @@ def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
     assert result.returncode == 0, result.stderr
     assert re.search(r"sweep overhead per job over the plain loop: +-?\d+\.\d+ s", result.stdout)
     assert re.search(r"joblib speed-up over the basic launcher: +\d+\.\d+x", result.stdout)
+
+
+def test_overhead_benchmark_in_fp16_prints_a_table_against_a_bare_fp16_loop():
+    stdout = run_overhead("--model", "mlp", "--depth", "2", "--precision", "fp16")
+    assert_a_table(stdout, "MLP depth 2 width 8, fp16 autocast with a dynamic loss scale")
+
+
+def test_norms_benchmark_prints_each_case_against_the_plain_norm():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/norms.py", "--depth", "2", "--width", "8", "--repeats", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^  (\S.*?) +\d+\.\d+ us +(\d+\.\d+)x$", result.stdout, re.M)
+    assert len(rows) == 4 and rows[0][1] == "1.00", result.stdout

@@ -97,6 +97,8 @@ COMMON_KEYS = {
     "trainer.clip.max_norm": number,
     "trainer.clip.value": number,
     "trainer.log_every": small_int,
+    "trainer.precision": st.sampled_from(["32", "bf16", "fp16", "16", "fp8"]),
+    "trainer.loss_scale": st.sampled_from(["null", "dynamic", "none", "1024", "0", "-1", "abc", "1e30"]),
     "diagnostics.every": st.sampled_from(["null", "1", "0", "-3"]),
 }
 

@@ -29,6 +29,9 @@ MISTAKES = [
     (["trainer.clip=5"], "trainer.clip=5: wrong type", "a mapping with keys max_norm, value"),
     (["trainer.clip.value=-1"], "trainer.clip.value=-1.0: out of range", "> 0 or null"),
     (["trainer.device=cuda:x"], "trainer.device=cuda:x: not a device", "cuda:N"),
+    (["trainer.precision=16"], "trainer.precision='16': no such choice", "32, bf16, fp16"),
+    (["trainer.loss_scale=0"], "trainer.loss_scale=0: out of range", "dynamic, none, a number > 0"),
+    (["trainer.loss_scale=big"], "trainer.loss_scale=big: no such choice", "dynamic, none, a number > 0"),
     (["+model.depht=3"], "model.depht: no such key", "depth"),
 ]
 

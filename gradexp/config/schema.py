@@ -100,6 +100,8 @@ class TrainerConfig:
     deterministic: bool = False  # PyTorch's deterministic algorithms (an error for an op without one)
     checkpoint_every: int | None = 1000  # steps between checkpoints (and one when stopped); null: only then
     resume: str | None = None  # a run directory to go on from its checkpoint
+    precision: str = "32"  # 32 | bf16 | fp16: the forward pass under torch.autocast in that dtype
+    loss_scale: Any = None  # dynamic | none | a number; null: dynamic for fp16, none otherwise
 
 
 @dataclass

@@ -15,11 +15,12 @@ from gradexp.config.checks import at_least, choice, fraction, positive, require
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.schema import GROUP_SCHEMAS, RunConfig
-from gradexp.device import device_problem, host_memory_bytes
+from gradexp.device import device_problem, host_memory_bytes, resolve_device
 from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES
 from gradexp.models import MODELS
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
+from gradexp.precision import AUTOCAST_DTYPES, LOSS_SCALE_MODES, precision_problem
 from gradexp.sweeps.objective import OBJECTIVES
 from gradexp.tasks import MAX_CONTEXTS, TASKS, data_shape
 
@@ -134,6 +135,7 @@ def _check_choices(c: RunConfig) -> None:
     for group, registry in _REGISTRIES.items():
         choice(group, getattr(c, group).name, registry)
     choice("objective.metric", c.objective.metric, OBJECTIVES)
+    choice("trainer.precision", c.trainer.precision, AUTOCAST_DTYPES)
     if c.init.name.startswith("kaiming"):
         choice("init.mode", c.init.mode, KAIMING_MODES)
         choice("init.nonlinearity", c.init.nonlinearity, KAIMING_NONLINEARITIES)
@@ -174,6 +176,7 @@ def _check_ranges(c: RunConfig) -> None:
     require(0 <= c.trainer.seed <= MAX_SEED, "trainer.seed", c.trainer.seed, f"an integer in [0, {MAX_SEED}]")
     every = c.trainer.checkpoint_every
     require(every is None or every >= 1, "trainer.checkpoint_every", every, "an integer >= 1 or null")
+    _check_loss_scale(c.trainer.loss_scale)
     threads = c.trainer.threads
     require(threads is None or threads >= 1, "trainer.threads", threads, "an integer >= 1 or null")
     for key in ("max_norm", "value"):
@@ -254,6 +257,15 @@ def _check_finite(c: RunConfig) -> None:
                 )
 
 
+def _check_loss_scale(value) -> None:
+    allowed = f"{', '.join(LOSS_SCALE_MODES)}, a number > 0 or null (dynamic for fp16, none otherwise)"
+    if value is None or value in LOSS_SCALE_MODES:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError("trainer.loss_scale", value, "no such choice", allowed)
+    require(0 < value <= FLOAT32_MAX, "trainer.loss_scale", value, allowed)
+
+
 def _numbers(node, prefix: str):
     for f in dataclasses.fields(node):
         value, key = getattr(node, f.name), f"{prefix}.{f.name}"
@@ -298,6 +310,11 @@ def _check_combinations(c: RunConfig) -> None:
     problem = device_problem(c.trainer.device)
     if problem is not None:
         raise ConfigError("trainer.device", c.trainer.device, *problem)
+    t = c.trainer
+    problem = precision_problem(t.precision, t.loss_scale, resolve_device(t.device))
+    if problem is not None:
+        key, why, allowed = problem
+        raise ConfigError(key, getattr(t, key.split(".")[1]) or "dynamic", why, allowed)
     _check_fits_in_memory(c)
 
 

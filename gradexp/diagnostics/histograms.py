@@ -15,6 +15,8 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import HistogramProto
 from torch import Tensor
 
+from gradexp.scaled_norms import row_norms
+
 BINS = 30
 SAMPLES = 4096
 
@@ -37,9 +39,10 @@ class Histograms:
         """Each tensor's sample as a row of one (tensors x SAMPLES) matrix, gathered straight into
         a buffer kept from call to call (a fresh megabyte costs page faults). A tensor with fewer
         values fills the start of its row and repeats its first value in the rest, which leaves
-        the row's min and max alone."""
+        the row's min and max alone. Rows are float32 whatever each tensor's dtype (under
+        autocast, float16 activations beside float32 weights)."""
         first = tensors[0]
-        key = (tuple(t.numel() for t in tensors), str(first.device), first.dtype)
+        key = (tuple(t.numel() for t in tensors), str(first.device))
         if key not in self._layouts:
             self._layouts[key] = _Layout.of(key[0], first)
         layout = self._layouts[key]
@@ -48,6 +51,8 @@ class Histograms:
             if flat.numel() < SAMPLES:
                 row[: flat.numel()].copy_(flat)
                 row[flat.numel() :].copy_(flat[:1].expand(SAMPLES - flat.numel()))
+            elif flat.dtype != row.dtype:
+                row.copy_(flat[self._index(flat.numel(), flat.device)])
             else:
                 torch.index_select(flat, 0, self._index(flat.numel(), flat.device), out=row)
         return layout
@@ -65,9 +70,9 @@ class Histograms:
         index.index_fill_(0, layout.padding, n * BINS)  # the padding goes to a bin dropped below
         counts = x.new_zeros(n * BINS + 1).scatter_add_(0, index, x.new_ones(()).expand(index.shape))
         x.view(-1).index_fill_(0, layout.padding, 0.0)  # and adds nothing to the sums
-        squares = torch.linalg.vector_norm(x, dim=1).square()
-        row = torch.stack([low, high, layout.sizes.to(x.dtype), x.sum(dim=1), squares], dim=1)
-        return torch.cat([row, counts[:-1].view(n, BINS)], dim=1)
+        squares = row_norms(x).square()  # float64: activations of 1e20 would overflow float32
+        row = torch.stack([low, high, layout.sizes.to(x.dtype), x.sum(dim=1)], dim=1).double()
+        return torch.cat([row, squares[:, None], counts[:-1].view(n, BINS).double()], dim=1)
 
 
 @dataclass
@@ -84,7 +89,7 @@ class _Layout:
         sizes = torch.tensor([min(n, SAMPLES) for n in numels])
         padding = (torch.arange(SAMPLES)[None, :] >= sizes[:, None]).view(-1).nonzero().view(-1)
         offsets = torch.arange(len(numels))[:, None] * BINS
-        samples = torch.zeros(len(numels), SAMPLES, dtype=like.dtype)
+        samples = torch.zeros(len(numels), SAMPLES)
         return cls(*(t.to(like.device) for t in (samples, sizes, padding, offsets)))
 
 

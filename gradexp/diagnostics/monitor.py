@@ -26,7 +26,8 @@ class Diagnostics:
         grad_accum: int = 1,
     ):
         self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
-        context = Context(network, cfg, float(grad_accum))
+        self.accum_factor = float(grad_accum)
+        self.context = context = Context(network, cfg, self.accum_factor)
         self.measurements: list[Measurement] = []
         self.not_applicable: dict[str, str] = {}  # measurement -> why it does not apply here
         for kind in MEASUREMENTS:
@@ -36,6 +37,7 @@ class Diagnostics:
             else:
                 self.not_applicable[kind.__name__] = reason
         self.capture = Capture(network, {need for m in self.measurements for need in m.needs})
+        recorder.gradient_prefixes |= {s.prefix for s in self.signals() if s.of_gradient}
         self.weights = [layer.weight for layer in network.layers]
         self.names = network.layer_names
         self.histograms = Histograms()
@@ -57,9 +59,13 @@ class Diagnostics:
         return self.capture.hooks() if self.capture.needs else nullcontext()
 
     @torch.no_grad()
-    def before_update(self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> None:
+    def before_update(
+        self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable, loss_scale: Tensor | None = None
+    ) -> None:
         """Run the due measurements; a step where only histograms are due records histograms
-        alone (with the activations that the measurements feeding them captured)."""
+        alone (with the activations that the measurements feeding them captured). The hooks saw
+        the gradient of the loss / grad_accum, times the loss scale: `grad_scale` undoes both."""
+        self.context.grad_scale = self.accum_factor if loss_scale is None else self.accum_factor / loss_scale
         signals = self._every(self.cfg.every, step)
         tags, parts, activations = [], [], {}
         for m in self.measurements:
@@ -83,7 +89,7 @@ class Diagnostics:
             if out is not None:
                 self._collect(step, out, tags, parts)
         if tags:
-            self.recorder.record_scalars(step, tags, torch.cat([p.reshape(-1).float() for p in parts]))
+            self.recorder.record_scalars(step, tags, torch.cat([p.reshape(-1).double() for p in parts]))
         self._pending = None
 
     def _collect(self, step: int, out: Output, tags: list[str], parts: list[Tensor]) -> None:

@@ -34,9 +34,7 @@ def summarize(network: Network, recorder: GradientRecorder, prediction: dict) ->
         summary[f"grad_through_time_{when}"] = {
             tag.split("/", 1)[1]: history[pick][1] for tag, history in recorder.vector_history.items()
         }
-    summary["clip_fraction"] = (
-        recorder.clipped_steps / recorder.steps_seen if recorder.clipping and recorder.steps_seen else None
-    )
+    summary["clip_fraction"] = recorder.clip_fraction()
     summary["verdict_per"] = "block" if len(network.trunk) >= 2 and summary["resid_grad_first"] else "layer"
     for when in ("first", "last"):
         factor, measured = _measured_verdict(network, summary, when)

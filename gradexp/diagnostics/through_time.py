@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from gradexp import scaled_norms
+
 CELLS = {nn.RNN: nn.RNNCell, nn.LSTM: nn.LSTMCell, nn.GRU: nn.GRUCell}
 
 
@@ -53,7 +55,7 @@ class ThroughTime:
         loss = loss_fn(self.model.predict(torch.stack(inputs, dim=1)), y)
         flat = [h for layer in states for h in layer]
         grads = torch.autograd.grad(loss, flat)
-        norms = torch.stack(torch._foreach_norm(grads)).view(len(states), -1)
+        norms = scaled_norms.norms(grads).view(len(states), -1)
         names = [f"rnn{k + 1}" for k in range(len(states))]
         hidden = {name: torch.stack(layer).detach() for name, layer in zip(names, states)}
         return dict(zip(names, norms)), hidden

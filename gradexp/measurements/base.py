@@ -27,6 +27,7 @@ class Signal:
     columns: tuple[str, ...] = ()  # terminal columns of the per-layer table: "first", "last"
     heading: str = ""  # their heading, with {step}
     summary: bool = True  # <prefix>_first / _last in summary.json
+    of_gradient: bool = False  # read off the backward pass: not written at a step the loss scale skipped
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Context:
 
     network: Network
     config: DiagnosticsConfig
-    grad_scale: float = 1.0  # grad_accum: the hooks see loss / grad_accum's gradient
+    grad_scale: float | Tensor = 1.0  # what undoes grad_accum's 1 / n and the loss scale in the hooks
 
 
 @dataclass

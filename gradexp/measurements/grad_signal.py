@@ -10,6 +10,7 @@ of that micro-batch's mean loss."""
 
 import torch
 
+from gradexp import scaled_norms
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
 
 
@@ -21,6 +22,7 @@ class GradSignal(Measurement):
             "back-propagated signal ||dL/dy|| per layer",
             columns=("first",),
             heading="signal ||dL/dz|| {step}",
+            of_gradient=True,
         ),
     )
     needs = frozenset({"layers"})
@@ -44,7 +46,7 @@ class GradSignal(Measurement):
         flat = [g for gs in grads for g in gs]
         if not flat:
             return Output()
-        norms = torch.stack(torch._foreach_norm(flat)).float()
+        norms = scaled_norms.norms(flat).double()
         counts = tuple(len(gs) for gs in grads)
         if any(count != 1 for count in counts):  # several outputs, or none: a norm over all of them
             owners, missing = self._layout(counts, norms.device)

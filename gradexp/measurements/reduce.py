@@ -5,6 +5,8 @@ the values are put in place with index tensors made once, on the device."""
 import torch
 from torch import Tensor
 
+from gradexp.scaled_norms import row_norms
+
 
 class Stacker:
     """torch.stack into buffers kept from step to step on the CPU, where allocating megabytes
@@ -56,25 +58,33 @@ def groups(tensors: list[Tensor | None], key=lambda i, t: ()) -> dict[tuple, lis
 
 
 def mean_std(stacked: Tensor) -> tuple[Tensor, Tensor]:
-    """Each row's mean and (sample) std over all its values, in float32 at least. A CPU stack is
-    ours and is centred in place, then a norm: a fraction of the cost of Tensor.std along a row,
-    and as exact."""
+    """Each row's mean and (sample) std over all its values, the std in float64 and scaled where
+    squares would overflow (activations of 1e20 and more). The mean's float32 sum overflows for
+    rows of 1e34 and more: summed in float64 there (on a GPU always, where checking would sync).
+    A CPU stack is ours and is centred in place, then a norm: a fraction of the cost of
+    Tensor.std along a row, and as exact."""
     flat = stacked.flatten(1)
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    mean = flat.mean(dim=1)
+    if flat.device.type == "cpu":
+        mean = flat.mean(dim=1)
+        overflowed = ~torch.isfinite(mean)
+        if overflowed.any():  # a NaN or infinite entry gives its own NaN or infinity again
+            mean[overflowed] = flat[overflowed].double().mean(dim=1).to(mean.dtype)
+    else:
+        mean = flat.mean(dim=1, dtype=torch.float64).to(flat.dtype)
     centred = flat.sub_(mean[:, None]) if flat.device.type == "cpu" else flat - mean[:, None]
-    return mean, torch.linalg.vector_norm(centred, dim=1) / max(flat.shape[1] - 1, 1) ** 0.5
+    return mean, row_norms(centred) / max(flat.shape[1] - 1, 1) ** 0.5
 
 
 def scatter(n: int, like: Tensor, parts: list[tuple[list[int], Tensor]], indices: Indices) -> Tensor:
-    """One float vector of n values from (positions, values) parts; NaN where no part gave a value
+    """One float64 vector of n values from (positions, values) parts; NaN where no part gave a value
     (a site that did not run in this step's forward pass)."""
     if len(parts) == 1 and len(parts[0][0]) == n:
         positions, values = parts[0]
         if positions == list(range(n)):
-            return values.float()
-    out = torch.full((n,), float("nan"), device=like.device)
+            return values.double()
+    out = torch.full((n,), float("nan"), dtype=torch.float64, device=like.device)
     for positions, values in parts:
-        out.index_copy_(0, indices(positions, like.device), values.float())
+        out.index_copy_(0, indices(positions, like.device), values.double())
     return out

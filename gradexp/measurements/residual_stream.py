@@ -6,6 +6,7 @@ last blocks is what makes Post-LN Transformers need warmup)."""
 
 import torch
 
+from gradexp import scaled_norms
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
 from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scatter
 
@@ -14,7 +15,7 @@ from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scat
 class ResidualStream(Measurement):
     signals = (
         Signal("resid_std", "forward std at each block boundary", per="block"),
-        Signal("resid_grad", "gradient norm at each block boundary", per="block"),
+        Signal("resid_grad", "gradient norm at each block boundary", per="block", of_gradient=True),
     )
     needs = frozenset({"blocks"})
     order = 30
@@ -42,7 +43,7 @@ class ResidualStream(Measurement):
         present = [i for i, g in enumerate(grads) if g is not None]
         norms = []
         if present:
-            values = torch.stack(torch._foreach_norm([grads[i] for i in present])) * self.context.grad_scale
+            values = scaled_norms.norms([grads[i] for i in present]) * self.context.grad_scale
             norms.append((present, values))
         values = [scatter(n, like, stds, self._indices), scatter(n, like, norms, self._indices)]
         return Output(scalars=[(self.tags, torch.cat(values))])

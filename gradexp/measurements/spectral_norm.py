@@ -2,12 +2,14 @@
 largest over their gate blocks, each an H x H recurrence). Above 1, the gradient through time can
 explode; well below, it vanishes (Pascanu et al. 2013). By power iteration warm-started from the
 last diagnostic step: unlike an SVD it never waits for the GPU and never raises on a diverged
-matrix."""
+matrix. It iterates on the matrix divided by a power of two near its largest entry, so that a
+singular value of 1e20 does not overflow float32 on the way (the quotient is exact)."""
 
 import torch
 from torch import Tensor
 
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
+from gradexp.scaled_norms import power_of_two_below
 
 POWER_ITERATIONS = 30  # per diagnostic step; warm starts make the estimate converge over training
 
@@ -32,7 +34,9 @@ class SpectralNorm(Measurement):
     def measure(self, capture, batch, loss_fn) -> Output:
         sigmas = []
         for name, w in self.recurrent:
-            blocks = w.view(-1, w.shape[1], w.shape[1])  # gate x H x H
+            largest = torch.linalg.vector_norm(w, float("inf"), dtype=torch.float32)
+            scale = power_of_two_below(largest)
+            blocks = w.view(-1, w.shape[1], w.shape[1]) * scale  # gate x H x H, dtype kept
             v = self._vectors.get(name)
             if v is None:
                 v = torch.ones(blocks.shape[0], w.shape[1], 1, device=w.device, dtype=w.dtype)
@@ -40,7 +44,7 @@ class SpectralNorm(Measurement):
                 v = blocks.transpose(1, 2) @ (blocks @ v)
                 v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
             self._vectors[name] = v
-            sigmas.append(torch.linalg.vector_norm(blocks @ v, dim=1).amax())
+            sigmas.append(torch.linalg.vector_norm(blocks @ v, dim=1).amax().double() / scale.double())
         return Output(scalars=[([f"spectral_norm/{n}" for n, _ in self.recurrent], torch.stack(sigmas))])
 
     def state_dict(self) -> dict:

@@ -5,6 +5,7 @@ healthy figure; far above, the step overshoots; far below, the layer barely lear
 import torch
 
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
+from gradexp.scaled_norms import norms
 
 
 @measurement
@@ -29,7 +30,7 @@ class WeightUpdate(Measurement):
 
     @torch.no_grad()
     def measure(self, capture, batch, loss_fn) -> Output:
-        self._norms = torch.stack(torch._foreach_norm(self.weights))
+        self._norms = norms(self.weights)
         if self._before is None:
             self._before = [torch.empty_like(w) for w in self.weights]
         torch._foreach_copy_(self._before, self.weights)
@@ -38,6 +39,5 @@ class WeightUpdate(Measurement):
     @torch.no_grad()
     def after_update(self) -> Output:
         torch._foreach_sub_(self._before, self.weights)  # in place: before - after = -update
-        deltas = torch.stack(torch._foreach_norm(self._before))
-        ratio = deltas / self._norms.clamp_min(1e-30)
+        ratio = norms(self._before).double() / self._norms.double().clamp_min(1e-300)
         return Output(scalars=[([f"update_ratio/{n}" for n in self.names], ratio)])

@@ -35,9 +35,11 @@ def describe(c, device: object, params: int | None) -> str:
     runs compared side by side. `c` is the run's config (typed, or as summary.json keeps it)."""
     model = MODELS[c.model.name].describe(c.model, c.activation, c.norm)
     size = f" | {params:,} params" if params is not None else ""
+    precision = str(getattr(c.trainer, "precision", "32"))  # absent from older summaries
+    autocast = "" if precision == "32" else f" in {precision}"
     return (
         f"{model} init={c.init.name} | {c.optimizer.name} lr={c.optimizer.lr} "
-        f"| task={c.task.name} | {c.trainer.steps} steps on {device}{size}"
+        f"| task={c.task.name} | {c.trainer.steps} steps on {device}{autocast}{size}"
     )
 
 

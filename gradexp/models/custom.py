@@ -29,6 +29,7 @@ from torch import nn
 
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.models.spec import ModelSpec, register
+from gradexp.precision import autocast
 
 KEY = "model._target_"
 EXAMPLE = "an importable nn.Module class or factory, e.g. model._target_=mypackage.models.Net"
@@ -135,7 +136,7 @@ def _check_output(model: nn.Module, c, task) -> None:
     x = task.x_train[:2]
     model.to(x.device)
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), autocast(c.trainer.precision, x.device.type):
             training = model.training
             model.eval()
             y = model(x)

@@ -41,7 +41,7 @@ class ConsoleSink(Sink):
                     self._task,
                     completed=record.step + 1,
                     loss=fmt(record.scalars["loss/train"]),
-                    grad=fmt(record.scalars["grad_norm/total"]),
+                    grad=fmt(record.scalars.get("grad_norm/total")),  # none at a skipped step
                 )
 
     def close(self) -> None:
@@ -181,6 +181,30 @@ def _diagnosis(s: dict) -> list[str]:
         )
     if s.get("clip_fraction") is not None:
         lines.append(f"clipping: {100 * s['clip_fraction']:.0f}% of steps were clipped")
+    lines += _loss_scale_lines(s)
+    return lines
+
+
+def _loss_scale_lines(s: dict) -> list[str]:
+    """How often the loss scale skipped a step, and whether it collapsed."""
+    if s.get("amp_skipped_steps") is None:
+        return []
+    skipped, scale = s["amp_skipped_steps"], s["amp_scale_last"]
+    lines = [
+        f"loss scale ({s['loss_scale']}, {s['precision']}): {skipped} step{'' if skipped == 1 else 's'} "
+        f"skipped for an overflow; scale {fmt(scale)} at the last step"
+    ]
+    if s.get("amp_scale_collapsed"):
+        lines.append(
+            f"[bold red]loss scale collapsed[/]: {fmt(scale)}, and the last "
+            f"{s['amp_skipped_in_a_row_at_end']} steps were all skipped: the gradient overflows "
+            "float16 at any scale (an entry past 65504); try trainer.precision=bf16 or a lower lr"
+        )
+    elif isinstance(s["loss_scale"], float) and s.get("amp_skipped_in_a_row_at_end"):
+        lines.append(
+            f"[bold red]the last {s['amp_skipped_in_a_row_at_end']} steps were all skipped[/]: "
+            "a fixed scale overflows again at every step; lower trainer.loss_scale or use dynamic"
+        )
     return lines
 
 

@@ -1,6 +1,7 @@
 """The comparison figures of a sweep, drawn from its jobs' files: gradient norm against depth at
 step 0 for every configuration, and per repeated block (a ResNet's stages, a Transformer's
-blocks) where the model has them, an RNN's gradient through time, the training loss over steps,
+blocks) where the model has them, the share of exactly-zero gradient entries per layer where
+some are (float16's underflow), an RNN's gradient through time, the training loss over steps,
 the final loss as a heatmap over two swept axes, and each job's gradient flow over training, on
 one shared colour scale."""
 
@@ -26,6 +27,7 @@ def draw_all(table: Table, folder: Path) -> list[Path]:
     figures = {
         "norm_vs_depth": norm_vs_depth(table),
         "block_norm_vs_depth": block_norm_vs_depth(table),
+        "grad_zero_vs_depth": grad_zero_vs_depth(table),
         "grad_through_time": through_time(table),
         "training_loss": training_loss(table),
         "final_loss": final_loss_heatmap(table),
@@ -89,6 +91,29 @@ def block_norm_vs_depth(table: Table) -> bytes | None:
     ax.set_ylabel("||dL/dθ|| over the block's parameters")
     ax.set_title("gradient norm per block at step 0")
     ax.legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
+    return to_png(fig)
+
+
+def grad_zero_vs_depth(table: Table) -> bytes | None:
+    """One line per configuration: each layer's share of exactly-zero weight-gradient entries at
+    step 0 and at the last diagnostic step. Drawn for a sweep with a job in reduced precision
+    and some share above zero: in float16 without a loss scale, the layers where the gradient
+    was lost to underflow (float32's zeros, from dead units, have the `dead` signal)."""
+    jobs = [j for j in table.jobs if j.summary.get("grad_zero_first") and not _no_depth_axis(j)]
+    keys = ("grad_zero_first", "grad_zero_last")
+    reduced = any(j.summary.get("precision") not in (None, "32") for j in jobs)
+    if not reduced or not any(v for j in jobs for key in keys for v in (j.summary.get(key) or {}).values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True, layout="constrained")
+    for ax, key, when in zip(axes, keys, ("step 0", "the last diagnostic step")):
+        values = lambda job, key=key: _plotted((job.summary.get(key) or {}).values())  # noqa: E731
+        _line_per_job(ax, jobs, table, values, log=False)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (input to output)")
+        ax.set_title(f"exactly-zero weight-gradient entries at {when}")
+    axes[0].set_ylabel("share of the layer's entries")
+    axes[0].set_ylim(-0.03, 1.03)
+    axes[-1].legend(fontsize=6, ncol=max(1, len(jobs) // 12), loc="best")
     return to_png(fig)
 
 
@@ -297,15 +322,18 @@ def read_series(run_dir: Path, wanted: Callable[[str], bool]) -> dict[str, dict[
     return series
 
 
-def _line_per_job(ax, jobs: list[Job], table: Table, values_of: Callable, marker: str | None = "o") -> None:
-    """One line per job on a log axis: values_of(job) against 1, 2, ..., coloured along viridis
-    in the jobs' order, so a job has the same colour in every panel."""
+def _line_per_job(
+    ax, jobs: list[Job], table: Table, values_of: Callable, marker: str | None = "o", log: bool = True
+) -> None:
+    """One line per job on a log axis (or linear): values_of(job) against 1, 2, ..., coloured
+    along viridis in the jobs' order, so a job has the same colour in every panel."""
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
     for job, colour in zip(jobs, colours):
         values = values_of(job)
         x = np.arange(1, len(values) + 1)
         ax.plot(x, values, marker=marker, markersize=2, color=colour, label=label(job, table))
-    log_axis(ax)
+    if log:
+        log_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
 
 

@@ -110,10 +110,13 @@ def render(table: Table, width: int = 200) -> list:
     title = f"{len(table.jobs)} job(s)" + (f", fixed: {_fixed(table)}" if table.fixed else "")
     keys = [Column("job", right=False), Column("status", right=False)]
     swept = [Column(key, right=False) for key in table.swept]
-    metrics = [Column(heading) for _, heading in _SHOWN_METRICS]
+    shown = _SHOWN_METRICS
+    if any(job.summary.get("amp_skipped_steps") is not None for job in table.jobs):
+        shown += (("amp_skipped_steps", "steps skipped (loss scale)"),)
+    metrics = [Column(heading) for _, heading in shown]
     rows = []
     for job in table.jobs:
-        values = [v if isinstance(v := job.summary.get(key), str) else fmt(v) for key, _ in _SHOWN_METRICS]
+        values = [v if isinstance(v := job.summary.get(key), str) else fmt(v) for key, _ in shown]
         status = f"[{_COLOURS.get(job.status, 'red')}]{job.status}[/]"
         rows.append(
             [

@@ -35,6 +35,7 @@ METRICS = (
     "chi1_predicted",
     "steps_completed",
     "diverged_step",
+    "amp_skipped_steps",
     "wall_time_s",
 )
 
