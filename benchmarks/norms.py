@@ -39,12 +39,13 @@ def main() -> None:
     grads = [t for shape in shapes for t in (torch.randn(shape) * 1e-3, torch.randn(shape[0]) * 1e-3)]
     huge = [g.clone() for g in grads]
     huge[2].mul_(1e24)  # one layer's entries around 1e21: a plain norm reads infinity
+    layout = scaled_norms.Layout.of(grads)  # made once, as the recorder does
     cases = {
         "plain float32 _foreach_norm (overflows past 1.8e19)": lambda: torch.stack(
             torch._foreach_norm(grads)
         ),
-        "scaled_norms.norms, ordinary gradients": lambda: scaled_norms.norms(grads),
-        "scaled_norms.norms, one layer of 1e21 entries": lambda: scaled_norms.norms(huge),
+        "scaled_norms.norms, ordinary gradients": lambda: scaled_norms.norms(grads, layout),
+        "scaled_norms.norms, one layer of 1e21 entries": lambda: scaled_norms.norms(huge, layout),
         "every tensor scaled (the GPU path, here on the CPU)": lambda: scaled_norms._scaled(grads),
     }
     times = {name: [] for name in cases}
