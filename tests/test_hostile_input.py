@@ -112,7 +112,7 @@ def command_lines(draw) -> list[str]:
     return [f"model={model}", *task, *(f"{key}={draw(keys[key])}" for key in chosen)]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command_lines())
 def test_every_drawn_config_trains_or_is_refused_in_one_line(overrides):
     args = [*SMALL, *overrides]
