@@ -40,6 +40,8 @@ class Layout(NamedTuple):
     recorder's gradients, makes it once."""
 
     dtype: torch.dtype | None  # the accumulator; None for float32 tensors (no cast to check)
+    # float32 also for float16 and bfloat16 (a half-precision norm would round to three digits
+    # and overflow at 65504); float64 where a tensor is float64
     chunked: bool  # a tensor has more than CHUNK entries (summed in pieces on the CPU)
 
     @classmethod
@@ -166,6 +168,5 @@ def _outside_exact_range(plain: Tensor) -> Tensor:
 
 
 def _accumulator(tensors: Sequence[Tensor]) -> torch.dtype:
-    """float32 for float32, float16 and bfloat16 tensors (a half-precision norm would round to
-    three digits and overflow at 65504); float64 where a tensor is float64."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    """The dtype to sum in, always named (Layout's None for float32 spares a cast check)."""
+    return Layout.of(tensors).dtype or torch.float32

@@ -101,6 +101,19 @@ def interrupt_once_training(
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def whole_and_resumed(args: list[str], cwd: Path, wait: float) -> tuple[dict, dict]:
+    """The summaries of a run never interrupted ("whole") and of the same run stopped by Ctrl-C
+    `wait` seconds into training, then resumed from its checkpoint ("cut")."""
+    assert run_cli(*args, "hydra.run.dir=whole", cwd=cwd).returncode == 0
+    stopped = interrupt_once_training(
+        [*args, "hydra.run.dir=cut"], cwd, started="cut/events.out.tfevents.*", wait=wait
+    )
+    assert stopped.returncode == 130, stopped.stderr
+    assert read_summary(cwd / "cut")["status"] == "interrupted"
+    assert run_cli("trainer.resume=cut", cwd=cwd).returncode == 0
+    return read_summary(cwd / "whole"), read_summary(cwd / "cut")
+
+
 def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
     """tag -> {step: value}, from the event files TensorBoard itself would read."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

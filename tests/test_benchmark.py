@@ -21,17 +21,22 @@ VARIANTS = [
 ROW = r"^  (\S.*?) +\d+\.\d+ s +(\d+\.\d+)x +(\d+\.\d+)x +(\d+\.\d+)x +(-|\d+ x \d+\.\d+ ms) +\d"
 
 
-def run_overhead(*args: str) -> str:
-    tiny = ["--steps", "5", "--repeats", "1", "--width", "8", "--fixed-repeats", "2"]
+def run_benchmark(script: str, *args: str, timeout: int = 300) -> str:
+    """A benchmark script's output, run as a user would; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/overhead.py", *tiny, *args],
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def run_overhead(*args: str) -> str:
+    tiny = ["--steps", "5", "--repeats", "1", "--width", "8", "--fixed-repeats", "2"]
+    return run_benchmark("overhead.py", *tiny, *args)
 
 
 def assert_a_table(stdout: str, title: str) -> None:
@@ -80,16 +85,9 @@ def test_the_custom_model_is_a_pre_ln_residual_tower():
 
 
 def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/sweep_overhead.py", "--jobs", "4", "--steps", "5", "--repeats", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"sweep overhead per job over the plain loop: +-?\d+\.\d+ s", result.stdout)
-    assert re.search(r"joblib speed-up over the basic launcher: +\d+\.\d+x", result.stdout)
+    stdout = run_benchmark("sweep_overhead.py", "--jobs", "4", "--steps", "5", "--repeats", "1")
+    assert re.search(r"sweep overhead per job over the plain loop: +-?\d+\.\d+ s", stdout)
+    assert re.search(r"joblib speed-up over the basic launcher: +\d+\.\d+x", stdout)
 
 
 def test_overhead_benchmark_in_fp16_prints_a_table_against_a_bare_fp16_loop():
@@ -98,13 +96,6 @@ def test_overhead_benchmark_in_fp16_prints_a_table_against_a_bare_fp16_loop():
 
 
 def test_norms_benchmark_prints_each_case_against_the_plain_norm():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/norms.py", "--depth", "2", "--width", "8", "--repeats", "10"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^  (\S.*?) +\d+\.\d+ us +(\d+\.\d+)x$", result.stdout, re.M)
-    assert len(rows) == 4 and rows[0][1] == "1.00", result.stdout
+    stdout = run_benchmark("norms.py", "--depth", "2", "--width", "8", "--repeats", "10", timeout=120)
+    rows = re.findall(r"^  (\S.*?) +\d+\.\d+ us +(\d+\.\d+)x$", stdout, re.M)
+    assert len(rows) == 4 and rows[0][1] == "1.00", stdout

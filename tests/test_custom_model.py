@@ -22,11 +22,11 @@ from gradexp.sinks.console import run_report
 from gradexp.tasks import build_task
 from tests.conftest import (
     first_step,
-    interrupt_once_training,
     read_scalars,
     read_summary,
     run_cli,
     run_in_process,
+    whole_and_resumed,
 )
 
 NETWORKS = Path(__file__).with_name("networks.py")
@@ -177,16 +177,7 @@ def test_a_custom_model_sweeps_as_a_multirun(tmp_path):
 def test_an_interrupted_custom_model_resumes_to_the_run_never_interrupted(tmp_path):
     shutil.copy(NETWORKS, tmp_path)
     run = [*EVERYTHING, "trainer.steps=600", "trainer.checkpoint_every=40", "diagnostics.every=7"]
-    assert run_cli(*run, "hydra.run.dir=whole", cwd=tmp_path).returncode == 0
-    stopped = interrupt_once_training(
-        [*run, "hydra.run.dir=cut"],
-        tmp_path,
-        started="cut/events.out.tfevents.*",
-        wait=random.uniform(0.1, 0.5),
-    )
-    assert stopped.returncode == 130, stopped.stderr
-    assert run_cli("trainer.resume=cut", cwd=tmp_path).returncode == 0
-    whole, cut = read_summary(tmp_path / "whole"), read_summary(tmp_path / "cut")
+    whole, cut = whole_and_resumed(run, tmp_path, wait=random.uniform(0.1, 0.5))
     for key in (
         "final_val_loss",
         "grad_norm_last",

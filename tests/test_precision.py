@@ -14,12 +14,12 @@ from gradexp.config.validate import validate
 from gradexp.engine import _precision_summary, build_run, train
 from gradexp.precision import precision_problem
 from tests.conftest import (
-    interrupt_once_training,
     logged_steps,
     make_config,
     read_scalars,
     read_summary,
     run_cli,
+    whole_and_resumed,
 )
 
 # 12 sigmoid layers: the weight gradient reaches 5e-8 at layer 1, below float16's 2^-24
@@ -122,17 +122,7 @@ def test_an_interrupted_fp16_run_resumes_with_its_scalers_state_number_for_numbe
     run would skip steps the uninterrupted run did not."""
     args = [*LARGE_GRADIENTS, "trainer.precision=fp16", "trainer.steps=300", "trainer.log_every=1"]
     args += ["trainer.checkpoint_every=20", "diagnostics.every=25", "task.n_val=256"]
-    assert run_cli(*args, "hydra.run.dir=whole", cwd=tmp_path).returncode == 0
-    stopped = interrupt_once_training(
-        [*args, "hydra.run.dir=cut"],
-        tmp_path,
-        started="cut/events.out.tfevents.*",
-        wait=random.uniform(0.3, 1.0),
-    )
-    assert stopped.returncode == 130, stopped.stderr
-    assert read_summary(tmp_path / "cut")["status"] == "interrupted"
-    assert run_cli("trainer.resume=cut", cwd=tmp_path).returncode == 0
-    whole, cut = read_summary(tmp_path / "whole"), read_summary(tmp_path / "cut")
+    whole, cut = whole_and_resumed(args, tmp_path, wait=random.uniform(0.3, 1.0))
     assert whole["amp_skipped_steps"] >= 1
     for key in (
         "amp_skipped_steps",

@@ -20,7 +20,7 @@ from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARI
 from gradexp.models import MODELS
 from gradexp.norms import NORMS
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
-from gradexp.precision import AUTOCAST_DTYPES, LOSS_SCALE_MODES, precision_problem
+from gradexp.precision import AUTOCAST_DTYPES, LOSS_SCALE_MODES, precision_problem, resolved_loss_scale
 from gradexp.sweeps.objective import OBJECTIVES
 from gradexp.tasks import MAX_CONTEXTS, TASKS, data_shape
 
@@ -314,7 +314,8 @@ def _check_combinations(c: RunConfig) -> None:
     problem = precision_problem(t.precision, t.loss_scale, resolve_device(t.device))
     if problem is not None:
         key, why, allowed = problem
-        raise ConfigError(key, getattr(t, key.split(".")[1]) or "dynamic", why, allowed)
+        value = t.precision if key == "trainer.precision" else resolved_loss_scale(t.precision, t.loss_scale)
+        raise ConfigError(key, value, why, allowed)
     _check_fits_in_memory(c)
 
 
