@@ -171,7 +171,7 @@ def build_run(
     clipping = t.clip.max_norm is not None or t.clip.value is not None
     recorder = GradientRecorder(network, t.log_every, t.steps - 1, clipping, precision.scaling)
     diagnostics = (
-        Diagnostics(config.diagnostics, network, recorder, t.steps - 1, t.grad_accum)
+        Diagnostics(config.diagnostics, network, recorder, t.steps - 1, t.grad_accum, t.precision)
         if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
         else None
     )

@@ -67,6 +67,17 @@ def half_stack(input_shape: tuple[int, ...], d_out: int) -> nn.Module:
     return plain_stack(input_shape, d_out).half()
 
 
+class HalfInside(nn.Module):
+    """plain_stack in float16 behind a float32 interface: it trains at trainer.precision=32."""
+
+    def __init__(self, input_shape: tuple[int, ...], d_out: int):
+        super().__init__()
+        self.net = plain_stack(input_shape, d_out).half()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.half()).float()
+
+
 class WrongOutput(nn.Module):
     """Gives 3 outputs whatever the task needs."""
 

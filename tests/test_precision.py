@@ -49,7 +49,8 @@ def test_fp16_without_a_loss_scale_zeroes_the_small_gradients_that_a_scale_keeps
     }
     zero = {name: list(s["grad_zero_first"].values()) for name, s in runs.items()}
     assert zero["fp16 unscaled"][:3] == [1.0] * 3  # the first layers' gradients lost entirely
-    assert max(zero["float32"]) == 0.0 and max(zero["fp16 dynamic"]) < 1e-3
+    assert max(zero["fp16 dynamic"]) < 1e-3
+    assert zero["float32"] == [] and "underflow" in runs["float32"]["not_measured"]["GradZero"]
     assert sum(zero["fp16 unscaled"]) > 3.5
     first = runs["float32"]["layers"][0]
     assert runs["fp16 unscaled"]["grad_norm_first"][first] == 0.0
@@ -134,6 +135,22 @@ def test_an_interrupted_fp16_run_resumes_with_its_scalers_state_number_for_numbe
         assert cut[key] == whole[key], key
     assert read_scalars(tmp_path / "cut") == read_scalars(tmp_path / "whole")
     assert logged_steps(tmp_path / "cut", "amp/scale") == list(range(300))
+
+
+def test_grad_zero_is_recorded_where_float16_computes_the_gradient_and_said_why_not_elsewhere(tmp_path):
+    """fp16 autocast, or float16 weights at any precision; not float32 or bfloat16 (float32's
+    exponent range: an exact zero there is a dead unit, which `dead` shows)."""
+    shutil.copy(Path(__file__).parent / "networks.py", tmp_path)
+    one_step = ["trainer.steps=1", "diagnostics.every=1", "diagnostics.figures=false"]
+    half = run_cli(
+        "model=custom", "model._target_=networks.HalfInside", "init=default", *one_step, cwd=tmp_path
+    )
+    assert half.returncode == 0, half.stderr
+    summary = read_summary(next(tmp_path.glob("outputs/**/summary.json")).parent)
+    assert summary["precision"] == "32" and len(summary["grad_zero_first"]) == len(summary["layers"]) == 5
+    for precision in ("32", "bf16"):
+        s = probe(tmp_path / precision, *UNDERFLOW, f"trainer.precision={precision}", "diagnostics.every=1")
+        assert s["grad_zero_first"] == {} and "dead unit" in s["not_measured"]["GradZero"]
 
 
 def test_a_loss_scale_on_a_float16_model_is_refused_in_one_line(tmp_path):

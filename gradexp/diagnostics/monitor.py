@@ -24,10 +24,11 @@ class Diagnostics:
         recorder: GradientRecorder,
         last_step: int,
         grad_accum: int = 1,
+        precision: str = "32",
     ):
         self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
         self.accum_factor = float(grad_accum)
-        self.context = context = Context(network, cfg, self.accum_factor)
+        self.context = context = Context(network, cfg, self.accum_factor, precision)
         self.measurements: list[Measurement] = []
         self.not_applicable: dict[str, str] = {}  # measurement -> why it does not apply here
         for kind in MEASUREMENTS:

@@ -37,6 +37,7 @@ class Context:
     network: Network
     config: DiagnosticsConfig
     grad_scale: float | Tensor = 1.0  # what undoes grad_accum's 1 / n and the loss scale in the hooks
+    precision: str = "32"  # trainer.precision: 32, bf16 or fp16 (autocast)
 
 
 @dataclass

@@ -7,7 +7,12 @@ depth. Micikevicius et al. (2018) found most of a network's activation gradients
 which is why float16 training scales the loss; with the scale, the share falls back to float32's.
 Measured on the gradient as the optimizer receives it (unscaled, after clipping): `_foreach_norm`
 of order 0 counts the non-zero entries (in float32: a float16 count would stop at 65504). A layer
-the loss did not reach (no .grad) reads 1.0: its whole gradient is zero."""
+the loss did not reach (no .grad) reads 1.0: its whole gradient is zero.
+
+It applies where float16 computes the gradient (trainer.precision=fp16, or float16 weights).
+Elsewhere an exact zero means a dead unit, which `dead/<site>` already shows, and the count would
+cost as much as the weight-gradient norms themselves (a pass over every gradient at a diagnostic
+step) to say nothing new. bfloat16 has float32's exponent range: it underflows where float32 does."""
 
 import torch
 
@@ -20,6 +25,17 @@ class GradZero(Measurement):
         Signal("grad_zero", "exactly-zero weight-gradient entries per layer (share)", of_gradient=True),
     )
     order = 45
+
+    @staticmethod
+    def applies(context: Context) -> str | None:
+        if context.precision == "fp16" or any(
+            layer.weight.dtype == torch.float16 for layer in context.network.layers
+        ):
+            return None
+        return (
+            "only float16 loses gradients to underflow (trainer.precision=fp16); "
+            "a float32 zero is a dead unit: see dead/<site>"
+        )
 
     def __init__(self, context: Context):
         super().__init__(context)
