@@ -78,6 +78,7 @@ class TaskConfig:
     vocab: int = 16  # tokens
     order: int = 2  # tokens: how many previous tokens the next one depends on
     sharpness: float = 2.0  # tokens: std of the next-token logits; higher is more predictable
+    data_dir: str | None = None  # mnist, fashion_mnist, cifar10: the download cache (datasets.data_dir)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from gradexp.config.checks import at_least, choice, fraction, positive, require
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.schema import GROUP_SCHEMAS, RunConfig
+from gradexp.datasets import SOURCES
 from gradexp.device import device_problem, host_memory_bytes, resolve_device
 from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES
 from gradexp.models import MODELS
@@ -200,6 +201,17 @@ def _check_task_shapes(c: RunConfig) -> None:
     at_least(c, "task", "vocab", 2)
     at_least(c, "task", "order", 1)
     at_least(c, "task", "sharpness", 0.0)
+    source = SOURCES.get(c.task.name)
+    if source is not None:  # a published dataset: its splits have the sizes they have
+        require(
+            c.task.n_train <= source.n_train,
+            "task.n_train",
+            c.task.n_train,
+            f"an integer in [1, {source.n_train}]",
+        )
+        require(
+            c.task.n_val <= source.n_test, "task.n_val", c.task.n_val, f"an integer in [1, {source.n_test}]"
+        )
     if c.task.name == "tokens":
         require(
             c.task.vocab**c.task.order <= MAX_CONTEXTS,

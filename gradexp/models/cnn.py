@@ -113,6 +113,6 @@ register(
         size=_size,
         groups=("activation", "norm"),
         no_theory="it describes gradexp's plain MLP; read the measured signals",
-        tasks=("images",),
+        tasks=("images", "mnist", "fashion_mnist", "cifar10"),
     )
 )

@@ -159,6 +159,7 @@ register(
         init_blocks=MLP.weight_blocks,
         groups=("activation", "norm"),
         predict=_predict,
-        tasks=("blobs", "teacher", "adding", "images"),  # images read flat; token ids are no vector
+        # images read flat; token ids are no vector
+        tasks=("blobs", "teacher", "adding", "images", "mnist", "fashion_mnist", "cifar10"),
     )
 )
