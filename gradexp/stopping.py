@@ -43,6 +43,16 @@ class StopRequest:
         self.signum = signum
 
 
+_ACTIVE: list[StopRequest] = []  # the requests of the stop_requests blocks now running
+
+
+def check_stop() -> None:
+    """Raise RunStopped if a signal has come since the current stop_requests block began: for
+    long work before the first step (a download), which the first Ctrl-C should end at once."""
+    if _ACTIVE:
+        _ACTIVE[-1].check()
+
+
 @contextmanager
 def stop_requests() -> Iterator[StopRequest]:
     """Handle SIGINT and SIGTERM while the block runs, then restore the handlers there were.
@@ -53,8 +63,10 @@ def stop_requests() -> Iterator[StopRequest]:
         yield request
         return
     previous = {s: signal.signal(s, request._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    _ACTIVE.append(request)
     try:
         yield request
     finally:
+        _ACTIVE.remove(request)
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -178,7 +178,7 @@ def published(cfg: TaskConfig, g: torch.Generator) -> Task:
     shape = (1, -1) + (1,) * (x_train.dim() - 2)
 
     def standardized(x: Tensor) -> Tensor:
-        return (x.float() - mean.view(shape)) / std.view(shape)
+        return x.float().sub_(mean.view(shape)).div_(std.view(shape))  # in place: one float copy
 
     return Task(
         standardized(x_train[train]),
@@ -206,7 +206,7 @@ def _channel_mean_std(images: Tensor) -> tuple[Tensor, Tensor]:
 TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
     f.__name__: f for f in (blobs, teacher, adding, images, tokens)
 } | {name: published for name in datasets.SOURCES}
-SYNTHETIC = ("blobs", "teacher", "adding", "images", "tokens")  # generated, never downloaded
+SYNTHETIC = tuple(name for name in TASKS if name not in datasets.SOURCES)  # generated, never downloaded
 
 
 def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int]:

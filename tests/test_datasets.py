@@ -8,6 +8,7 @@ import http.server
 import io
 import pickle
 import shutil
+import signal
 import tarfile
 import threading
 from dataclasses import replace
@@ -21,6 +22,7 @@ from gradexp import datasets
 from gradexp.config.errors import ConfigError
 from gradexp.config.validate import validate
 from gradexp.engine import train
+from gradexp.stopping import RunStopped, stop_requests
 from gradexp.tasks import build_task
 from tests.conftest import make_config, read_summary, run_cli
 
@@ -49,7 +51,8 @@ def write_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0
 
 def write_cifar10(archive: Path, per_batch: int = 20, seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """cifar-10-python.tar.gz: cifar-10-batches-py/data_batch_1..5 and test_batch, each a pickled
-    dict of a uint8 array of rows (3072 bytes: the red, green and blue planes) and labels."""
+    dict of a uint8 array of rows (3072 bytes: the red, green and blue planes) and labels. Each
+    label is its image's first byte mod 10, so a test can tell whether they stayed together."""
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +60,8 @@ def write_cifar10(archive: Path, per_batch: int = 20, seed: int = 0) -> tuple[np
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
             batch = {
                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                b"labels": [int(k) for k in rng.integers(0, 10, per_batch)],
             }
+            batch[b"labels"] = [int(row[0]) % 10 for row in batch[b"data"]]
             rows.append(batch[b"data"])
             labels += batch[b"labels"]
             blob = pickle.dumps(batch, protocol=2)
@@ -85,11 +88,15 @@ def test_cifar10_archive_reads_back_as_images_of_three_planes(tmp_path):
     image = x_train[7]  # row 7 of data_batch_1: 1024 red bytes, then green, then blue
     assert torch.equal(image[0].flatten(), torch.from_numpy(rows[7][:1024]))
     assert torch.equal(image[2].flatten(), torch.from_numpy(rows[7][2048:]))
+    assert torch.equal(x_train.flatten(1), torch.from_numpy(rows[:100]))
+    assert torch.equal(x_test.flatten(1), torch.from_numpy(rows[100:]))
     assert y_train.tolist() == labels[:100] and y_test.tolist() == labels[100:]
 
 
 def test_a_task_is_standardized_per_channel_on_its_training_split_and_drawn_by_the_seed(tmp_path):
-    write_cifar10(tmp_path / "cifar10" / "cifar-10-python.tar.gz")
+    rows, _ = write_cifar10(tmp_path / "cifar10" / "cifar-10-python.tar.gz")
+    planes = torch.from_numpy(rows[:100]).double().view(100, 3, 1024).transpose(0, 1).flatten(1)
+    mean, std = planes.mean(dim=1).view(1, 3, 1, 1), planes.std(dim=1).view(1, 3, 1, 1)
     config = validate(
         make_config("task=cifar10", f"task.data_dir={tmp_path}", "task.n_train=100", "task.n_val=20")
     )
@@ -110,6 +117,9 @@ def test_a_task_is_standardized_per_channel_on_its_training_split_and_drawn_by_t
     one, again, other = (build_task(fewer.task, seed) for seed in (1, 1, 2))
     assert one.x_train.shape == (30, 3, 32, 32) and torch.equal(one.x_train, again.x_train)
     assert not torch.equal(one.x_train, other.x_train)  # another seed, another subset
+    raw = (one.x_train.double() * std + mean).round()  # the whole split's statistics undone
+    assert torch.allclose(one.x_train.double() * std + mean, raw, atol=1e-3) and raw.min() >= 0
+    assert torch.equal(raw[:, 0, 0, 0].long() % 10, one.y_train)  # each label with its image
 
 
 @pytest.mark.parametrize(
@@ -163,11 +173,17 @@ def mirror(tmp_path, monkeypatch):
     server.close()
 
 
-def test_a_missing_dataset_is_downloaded_checked_and_then_read_from_the_cache(tmp_path, mirror):
+def test_a_missing_dataset_is_downloaded_checked_and_then_read_from_the_cache(tmp_path, mirror, capsys):
     cache = tmp_path / "cache"
     args = ["task=mnist", f"task.data_dir={cache}", "task.n_train=64", "task.n_val=16", *SMALL]
     summary = train(make_config(*args), tmp_path / "run", show_progress=False)
     assert summary["status"] == "completed"
+    said = capsys.readouterr().err.splitlines()
+    size = (mirror / "train-images-idx3-ubyte.gz").stat().st_size / 2**20
+    url = datasets.SOURCES["mnist"].mirrors[0]
+    assert (
+        f"gradexp: downloading {url}train-images-idx3-ubyte.gz ({size:.2g} MB) into {cache / 'mnist'}" in said
+    )
     for name in datasets.MNIST_FILES:
         assert (cache / "mnist" / name).read_bytes() == (mirror / name).read_bytes()
     assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(
@@ -175,6 +191,15 @@ def test_a_missing_dataset_is_downloaded_checked_and_then_read_from_the_cache(tm
     )  # no part files
     shutil.rmtree(mirror)  # the mirror gone: the cache serves
     assert train(make_config(*args), tmp_path / "again", show_progress=False)["status"] == "completed"
+
+
+def test_the_first_ctrl_c_stops_a_download_at_once_and_leaves_nothing(tmp_path, mirror, monkeypatch):
+    monkeypatch.setattr(datasets, "CHUNK_BYTES", 1024)  # the stop is checked between chunks
+    with stop_requests() as request:
+        request.signum = signal.SIGINT  # as the first Ctrl-C leaves it: noted, nothing raised
+        with pytest.raises(RunStopped):
+            datasets.load("mnist", str(tmp_path / "cache"))
+    assert list((tmp_path / "cache" / "mnist").iterdir()) == []
 
 
 def test_a_download_whose_checksum_differs_is_refused_and_leaves_nothing(tmp_path, mirror, monkeypatch):
@@ -227,7 +252,51 @@ def test_a_corrupt_file_or_too_few_examples_is_one_line_from_the_cli(tmp_path):
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x0d\x01"))  # floats, not bytes
     result = run_cli(*common, "task.n_train=64", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "does not read as an idx file of unsigned bytes" in result.stderr
+    assert "t10k-labels-idx1-ubyte.gz is no idx file of unsigned bytes" in result.stderr
+
+
+def test_a_pickle_that_names_anything_but_numpy_arrays_is_refused_unrun(tmp_path):
+    """A pickle can call whatever it names; a CIFAR-10 archive put in a shared cache by someone
+    else must not run their code."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    archive = tmp_path / "cifar10" / "cifar-10-python.tar.gz"
+    blob = pickle.dumps({b"data": Payload(), b"labels": []}, protocol=2)
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(ConfigError) as caught:
+        datasets.load("cifar10", str(tmp_path))
+    assert "a pickle that names __builtin__.getattr, not a CIFAR-10 batch" in str(caught.value)
+    assert not marker.exists()
+
+
+def test_a_broken_stream_and_a_data_dir_that_is_a_file_are_one_line(tmp_path):
+    folder = tmp_path / "data" / "mnist"
+    write_mnist(folder)
+    packed = (folder / "train-images-idx3-ubyte.gz").read_bytes()
+    middle = len(packed) // 2
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(packed[:middle] + bytes(64) + packed[middle + 64 :])
+    with pytest.raises(ConfigError) as caught:
+        datasets.load("mnist", str(tmp_path / "data"))
+    message = str(caught.value)
+    assert (
+        message.startswith(f"task=mnist: {folder} does not read as mnist's published files (")
+        and "\n" not in message
+    )
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(ConfigError) as caught:
+        datasets.load("mnist", str(tmp_path / "a file"))
+    assert str(caught.value) == (
+        f"task.data_dir: {tmp_path / 'a file'} cannot hold the downloads (Not a directory); "
+        "allowed: a folder gradexp can write to"
+    )
 
 
 def test_more_examples_than_the_published_split_is_refused_before_anything_is_read(tmp_path):
