@@ -1,7 +1,13 @@
 """Shared helpers: compose the real config, run the real CLI, read real TensorBoard files."""
 
-import json
 import os
+
+# One torch thread per test process (set before torch is imported, and inherited by every CLI
+# run a test starts): pytest-xdist runs a worker per core, and workers of two threads each
+# oversubscribe the cores, where OpenMP's waiting threads doubled the suite's time on 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json  # noqa: E402
 import signal
 import subprocess
 import sys

@@ -370,7 +370,8 @@ def test_a_jobs_recorded_rerun_command_reproduces_it_alone(tmp_path):
 
 
 def test_a_sweep_resumed_in_its_directory_keeps_finished_jobs_and_finishes_the_rest(tmp_path):
-    args = ["-m", *TINY, "trainer.steps=600", "trainer.log_every=10", "model.depth=2,3", *SWEEP_DIR]
+    # long enough that the first job is still training when Ctrl-C comes (600 tiny steps could end first)
+    args = ["-m", *TINY, "trainer.steps=3000", "trainer.log_every=30", "model.depth=2,3", *SWEEP_DIR]
     stopped = interrupt_once_training(args, tmp_path, started="sweep/*/events.out.tfevents.*", wait=0.3)
     assert stopped.returncode == 130 and "2 jobs: 1 interrupted, 1 unfinished" in stopped.stdout
     first = tmp_path / "sweep" / "000_model.depth=2"
@@ -386,8 +387,8 @@ def test_a_sweep_resumed_in_its_directory_keeps_finished_jobs_and_finishes_the_r
     # how the jobs went on is no column of the table: the grid is what it was
     assert json.loads((tmp_path / "sweep" / "sweep_table.json").read_text())["swept"] == ["model.depth"]
     summary = read_summary(first)
-    assert summary["status"] == "completed" and summary["steps_completed"] == 600
-    assert logged_steps(first, "loss/train") == [*range(0, 600, 10), 599]  # each logged step once
+    assert summary["status"] == "completed" and summary["steps_completed"] == 3000
+    assert logged_steps(first, "loss/train") == [*range(0, 3000, 30), 2999]  # each logged step once
     whole = run_cli(*args[:-1], "hydra.sweep.dir=whole", cwd=tmp_path)  # the sweep never interrupted
     assert whole.returncode == 0, whole.stderr
     for job in ("000_model.depth=2", "001_model.depth=3"):
