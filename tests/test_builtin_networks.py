@@ -236,7 +236,7 @@ def test_the_transformer_defaults_to_gelu_and_xavier_and_takes_the_groups():
         ),
         (["model=transformer", "task=images"], "task=images: model=transformer cannot read this task's data"),
         (["model=mlp", "task=tokens"], "task=tokens: model=mlp cannot read this task's data"),
-        (["model=rnn", "task=images"], "task=images: model=rnn cannot read this task's data"),
+        (["model=transformer", "task=mnist"], "task=mnist: model=transformer cannot read this task's data"),
         (
             ["model=cnn", "task=images", "model.depth=7"],
             "model.depth=7: out of range; allowed: an even integer",

@@ -22,6 +22,7 @@ from gradexp import datasets
 from gradexp.config.errors import ConfigError
 from gradexp.config.validate import validate
 from gradexp.engine import train
+from gradexp.models import build_model
 from gradexp.stopping import RunStopped, stop_requests
 from gradexp.tasks import build_task
 from tests.conftest import make_config, read_summary, run_cli
@@ -139,6 +140,29 @@ def test_the_cnn_and_the_mlp_train_on_each_dataset_from_the_cli(tmp_path, model,
     assert result.returncode == 0, result.stderr
     summary = read_summary(next((tmp_path / "outputs").glob("**/summary.json")).parent)
     assert summary["status"] == "completed" and summary["final_val_acc"] is not None
+
+
+def test_the_rnn_reads_an_image_row_by_row_and_its_gradient_through_time_spans_the_rows(tmp_path):
+    """Le et al. (2015)'s row MNIST: 28 steps of 28 pixels; the gradient through time has a
+    value for every row."""
+    write_mnist(tmp_path / "data" / "mnist")
+    args = [
+        "model=rnn",
+        "task=mnist",
+        f"task.data_dir={tmp_path / 'data'}",
+        "task.n_train=64",
+        "task.n_val=16",
+    ]
+    args += ["model.hidden_size=16", *SMALL, "diagnostics.every=1"]
+    summary = train(make_config(*args, tiny=False), tmp_path / "run", show_progress=False)
+    assert summary["status"] == "completed"
+    through_time = summary["grad_through_time_first"]
+    assert len(through_time) == 1 and len(next(iter(through_time.values()))) == 28
+    config = validate(make_config(*args, tiny=False))
+    model = build_model(config, build_task(config.task, 0))
+    assert model.rnn.input_size == 28
+    image = torch.arange(2 * 28 * 28, dtype=torch.float32).view(2, 1, 28, 28)
+    assert torch.equal(model.read(image)[1, 5], image[1, 0, 5])  # step 5 of example 1: its row 5
 
 
 class Mirror:

@@ -35,8 +35,10 @@ _GATES = {"lstm": 4, "gru": 3}  # weight blocks per recurrent layer; a vanilla c
 
 class RNN(nn.Module):
     """A stacked recurrent network; a linear head reads the last hidden state. A non-sequence
-    input of shape (batch, d) is read as a sequence of d scalars. Given a `vocab`, it reads
-    token ids through an embedding and predicts the next token at every position."""
+    input of shape (batch, d) is read as a sequence of d scalars, and an image (batch, C, H, W)
+    row by row: H steps of C x W values (Le et al. 2015's row MNIST: 28 steps of 28 pixels).
+    Given a `vocab`, it reads token ids through an embedding and predicts the next token at
+    every position."""
 
     def __init__(self, d_in: int, d_out: int, cfg, vocab: int | None = None):
         super().__init__()
@@ -55,6 +57,8 @@ class RNN(nn.Module):
         """The input as a (batch, time, features) sequence."""
         if self.embed is not None:
             return self.embed(x)
+        if x.dim() == 4:  # images: a row of every channel per step
+            return x.permute(0, 2, 1, 3).flatten(2)
         return x.unsqueeze(-1) if x.dim() == 2 else x
 
     def predict(self, states: Tensor) -> Tensor:
@@ -111,7 +115,14 @@ def _check(c) -> None:
 
 
 def _features(input_shape: tuple[int, ...]) -> int:
+    """Values read per step: a scalar, a sequence's features, or an image row of every channel."""
+    if len(input_shape) == 3:
+        return input_shape[0] * input_shape[2]
     return input_shape[-1] if len(input_shape) == 2 else 1
+
+
+def _steps(input_shape: tuple[int, ...]) -> int:
+    return input_shape[1] if len(input_shape) == 3 else input_shape[0]
 
 
 def _size(c, input_shape: tuple[int, ...], outputs: int) -> Size:
@@ -122,7 +133,7 @@ def _size(c, input_shape: tuple[int, ...], outputs: int) -> Size:
         outputs * m.hidden_size if tokens else 0
     )
     rest = (m.num_layers - 1) * gates * m.hidden_size * (2 * m.hidden_size + 2)
-    units = m.hidden_size * m.num_layers * input_shape[0]
+    units = m.hidden_size * m.num_layers * _steps(input_shape)
     return Size(first + rest + (m.hidden_size + 1) * outputs, units, ("hidden_size", "num_layers"))
 
 
@@ -145,6 +156,6 @@ register(
         nonlinearity=("an RNN's nonlinearity is model.cell", "model.cell=rnn_tanh, rnn_relu, lstm, gru"),
         no_theory="it describes MLPs; for an RNN read the gradient through time",
         depth_axis=False,
-        tasks=("blobs", "teacher", "adding", "tokens"),
+        tasks=("blobs", "teacher", "adding", "tokens", "images", "mnist", "fashion_mnist", "cifar10"),
     )
 )
