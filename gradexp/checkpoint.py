@@ -25,10 +25,12 @@ FORMAT = "gradexp-checkpoint/1"
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config, less trainer.resume and the sweep's own settings: what makes a
-    checkpoint this run's."""
+    """The resolved config, less trainer.resume, the sweep's own settings and task.data_dir
+    (where a dataset's files are, not which: a moved cache still holds the same data): what
+    makes a checkpoint this run's."""
     resolved = as_container(cfg)
     resolved.get("trainer", {}).pop("resume", None)
+    resolved.get("task", {}).pop("data_dir", None)
     resolved.pop("sweep", None)
     return resolved
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradexp import datasets
+from gradexp import checkpoint, datasets
 from gradexp.config.errors import ConfigError
 from gradexp.config.validate import validate
 from gradexp.engine import train
@@ -321,6 +321,13 @@ def test_a_broken_stream_and_a_data_dir_that_is_a_file_are_one_line(tmp_path):
         f"task.data_dir: {tmp_path / 'a file'} cannot hold the downloads (Not a directory); "
         "allowed: a folder gradexp can write to"
     )
+
+
+def test_a_moved_cache_is_the_same_run_to_resume(tmp_path):
+    """task.data_dir says where the files are, not which data: no part of a checkpoint's identity."""
+    here, there = (make_config("task=mnist", f"task.data_dir={tmp_path / d}") for d in ("a", "b"))
+    assert checkpoint.identity(here) == checkpoint.identity(there)
+    assert checkpoint.identity(here) != checkpoint.identity(make_config("task=mnist", "task.n_train=100"))
 
 
 def test_more_examples_than_the_published_split_is_refused_before_anything_is_read(tmp_path):
