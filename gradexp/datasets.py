@@ -22,6 +22,7 @@ already in the cache is read as it is: the user may have put it there by hand.
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import pickle
 import sys
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.errors import NO_VALUE, ConfigError, first_line
 from gradexp.stopping import check_stop
 
 DOWNLOAD_TIMEOUT_S = 60  # per connection attempt and per read
@@ -82,7 +83,7 @@ def load(name: str, configured_dir: str | None) -> Splits:
     try:
         splits = source.read(paths)
     except (OSError, EOFError, *MALFORMED) as error:
-        raise _unreadable(name, folder, f"{name}'s published files", _first_line(error)) from None
+        raise _unreadable(name, folder, f"{name}'s published files", first_line(error)) from None
     for x, y in (splits[:2], splits[2:]):
         labels_ok = y.numel() == 0 or (int(y.min()) >= 0 and int(y.max()) < source.classes)
         if x.shape[1:] != source.shape or y.shape != x.shape[:1] or not labels_ok:
@@ -119,7 +120,7 @@ def fetch(source: Source, file: str, folder: Path) -> Path:
         raise ConfigError(
             "task.data_dir",
             NO_VALUE,  # the path in full: a long value would be shown cut
-            f"{folder.parent} cannot hold the downloads ({error.strerror or _first_line(error)})",
+            f"{folder.parent} cannot hold the downloads ({error.strerror or first_line(error)})",
             "a folder gradexp can write to",
         ) from None
     failures = [_download(source, file, mirror, path) for mirror in source.mirrors]
@@ -153,7 +154,7 @@ def _download(source: Source, file: str, mirror: str, path: Path) -> str | None:
         partial.replace(path)
         return None
     except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, refusals, a full disk
-        return f"{url}: {getattr(error, 'reason', None) or _first_line(error) or type(error).__name__}"
+        return f"{url}: {getattr(error, 'reason', None) or first_line(error)}"
     finally:
         partial.unlink(missing_ok=True)
 
@@ -174,10 +175,7 @@ def read_idx(path: Path) -> Tensor:
         raise ValueError(f"{path.name} is no idx file of unsigned bytes (header {data[:4].hex() or 'empty'})")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    start = 4 + 4 * ndim
-    count = 1
-    for d in dims:
-        count *= d
+    start, count = 4 + 4 * ndim, math.prod(dims)
     if len(data) != start + count:
         raise ValueError(f"{path.name} holds {len(data)} bytes, not {start + count} for dimensions {dims}")
     if count == 0:  # frombuffer refuses an empty buffer
@@ -297,10 +295,6 @@ SOURCES = {
 
 def _megabytes(count: int) -> str:
     return f"{count / 2**20:.0f} MB" if count >= 10 * 2**20 else f"{count / 2**20:.2g} MB"
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _unreadable(name: str, where: Path, expected: str, found: object) -> ConfigError:

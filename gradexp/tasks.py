@@ -207,6 +207,7 @@ TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
     f.__name__: f for f in (blobs, teacher, adding, images, tokens)
 } | {name: published for name in datasets.SOURCES}
 SYNTHETIC = tuple(name for name in TASKS if name not in datasets.SOURCES)  # generated, never downloaded
+IMAGES = ("images", *datasets.SOURCES)  # the tasks whose examples are images (channels, height, width)
 
 
 def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int]:

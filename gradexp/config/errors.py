@@ -42,3 +42,10 @@ def _reads_as_non_string(text: str) -> bool:
 
 _NO_VALUE = object()
 NO_VALUE = _NO_VALUE  # for problems that concern a key rather than its value
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): what a
+    one-line error may quote of a library's own error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

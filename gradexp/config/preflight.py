@@ -21,7 +21,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig
 
 from gradexp.config import CONFIG_DIR
-from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.config.errors import NO_VALUE, ConfigError, first_line
 from gradexp.config.grid import check_grid, values_of
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.validate import validate
@@ -156,7 +156,7 @@ def _parse(line: str) -> Override:
     try:
         [override] = OverridesParser.create().parse_overrides([line])
     except OverrideParseException as error:
-        message = _first_line(error)  # "LexerNoViableAltException: <the line>", say
+        message = first_line(error)  # "LexerNoViableAltException: <the line>", say
         problem = (
             "cannot parse it"
             if key and value
@@ -167,7 +167,7 @@ def _parse(line: str) -> Override:
         ) from None
     except ValueError as error:  # Python's limit on integer digits, say
         raise ConfigError(
-            key, value, f"cannot read it as a value: {_first_line(error).split(';')[0]}"
+            key, value, f"cannot read it as a value: {first_line(error).split(';')[0]}"
         ) from None
     return override
 
@@ -236,9 +236,7 @@ def _file_sweeps(sweeper: DictConfig, overrides: list[Override]) -> list[Overrid
     try:
         return OverridesParser.create().parse_overrides(lines)
     except OverrideParseException as error:
-        raise ConfigError(
-            "hydra.sweeper.params", NO_VALUE, f"cannot parse it: {_first_line(error)}"
-        ) from None
+        raise ConfigError("hydra.sweeper.params", NO_VALUE, f"cannot parse it: {first_line(error)}") from None
 
 
 def _check_launcher(launcher: DictConfig) -> None:
@@ -268,9 +266,9 @@ def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> Dic
             failure = ConfigError(key, NO_VALUE, problem, ", ".join(known) or None)
             failure.at_compose = True  # Hydra could not build the job at all (see grid.py)
             raise failure from None
-        raise ConfigError("override", NO_VALUE, _first_line(cause or error)) from None
+        raise ConfigError("override", NO_VALUE, first_line(cause or error)) from None
     except ValueError as error:  # a config file Hydra cannot read (a preset someone wrote, say)
-        raise ConfigError(config_name, NO_VALUE, f"cannot compose it: {_first_line(error)}") from None
+        raise ConfigError(config_name, NO_VALUE, f"cannot compose it: {first_line(error)}") from None
 
 
 def _missing_choice(error: MissingConfigException, config_name: str) -> ConfigError:
@@ -281,7 +279,7 @@ def _missing_choice(error: MissingConfigException, config_name: str) -> ConfigEr
         if group.startswith("hydra/") and _PLUGIN_OF.get(choice, choice) in PLUGIN_EXTRAS:
             ours = _PLUGIN_OF.get(choice, choice)
             return _plugin_missing(group, ours)
-        return ConfigError(config_name, NO_VALUE, _first_line(error))
+        return ConfigError(config_name, NO_VALUE, first_line(error))
     if group.startswith("hydra/") and choice in PLUGIN_EXTRAS:
         return _plugin_missing(group, choice)
     allowed = ", ".join(error.options)
@@ -332,7 +330,3 @@ def _check_activation_applies(cfg: DictConfig, job: list[str]) -> None:
             f"applies to model=mlp; {where[0]}",
             where[1],
         )
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0]

@@ -13,6 +13,7 @@ from gradexp.activations import ACTIVATIONS
 from gradexp.config.checks import at_least, require
 from gradexp.models.spec import ModelSpec, Size, register
 from gradexp.norms import norm_2d
+from gradexp.tasks import IMAGES
 
 STAGES = 3  # the image is halved at the start of the second and the third
 
@@ -113,6 +114,6 @@ register(
         size=_size,
         groups=("activation", "norm"),
         no_theory="it describes gradexp's plain MLP; read the measured signals",
-        tasks=("images", "mnist", "fashion_mnist", "cifar10"),
+        tasks=IMAGES,
     )
 )

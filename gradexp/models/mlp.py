@@ -14,6 +14,7 @@ from gradexp.models.spec import ModelSpec, Size, register
 from gradexp.network import position_names
 from gradexp.norms import NORMS
 from gradexp.sinks.layout import fmt
+from gradexp.tasks import IMAGES
 
 
 @dataclass
@@ -159,7 +160,6 @@ register(
         init_blocks=MLP.weight_blocks,
         groups=("activation", "norm"),
         predict=_predict,
-        # images read flat; token ids are no vector
-        tasks=("blobs", "teacher", "adding", "images", "mnist", "fashion_mnist", "cifar10"),
+        tasks=("blobs", "teacher", "adding", *IMAGES),  # images read flat; token ids are no vector
     )
 )

@@ -12,6 +12,7 @@ from gradexp.diagnostics.through_time import ThroughTime
 from gradexp.initializers import RECURRENT_INITIALIZERS, initialize_recurrent
 from gradexp.models.spec import ModelSpec, Size, register
 from gradexp.network import position_names
+from gradexp.tasks import IMAGES
 
 
 @dataclass
@@ -156,6 +157,6 @@ register(
         nonlinearity=("an RNN's nonlinearity is model.cell", "model.cell=rnn_tanh, rnn_relu, lstm, gru"),
         no_theory="it describes MLPs; for an RNN read the gradient through time",
         depth_axis=False,
-        tasks=("blobs", "teacher", "adding", "tokens", "images", "mnist", "fashion_mnist", "cifar10"),
+        tasks=("blobs", "teacher", "adding", "tokens", *IMAGES),  # images row by row
     )
 )
