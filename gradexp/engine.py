@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-import gradexp
-from gradexp import checkpoint
+from gradexp import checkpoint, outcome
 from gradexp.clipping import clip_gradients
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import RunConfig
@@ -31,8 +30,7 @@ from gradexp.measurements.catalog import charts
 from gradexp.models import MODELS, build_model, describe
 from gradexp.network import Network, discover
 from gradexp.optim import OPTIMIZERS, SCHEDULERS
-from gradexp.precision import COLLAPSED_BELOW, Precision, run_problem
-from gradexp.provenance import provenance
+from gradexp.precision import Precision, run_problem
 from gradexp.recorder import GradientRecorder
 from gradexp.sinks.base import Sink
 from gradexp.sinks.console import ConsoleSink, report_text
@@ -347,22 +345,8 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
     if run.config.diagnostics.figures:
-        _draw_figures(run)
+        outcome.draw_figures(recorder, run.run_dir, run.sinks)
     return status, final
-
-
-def _draw_figures(run: Run) -> None:
-    """Figures from what was recorded, into run_dir/figures/ and TensorBoard's Images tab."""
-    images = report.draw(run.recorder)
-    if not images:
-        return
-    folder = run.run_dir / "figures"
-    folder.mkdir(exist_ok=True)
-    for name, png in images.items():
-        (folder / f"{name}.png").write_bytes(png)
-    last_step, _ = run.recorder.logged_norms(-1)
-    for sink in run.sinks:
-        sink.write_images(last_step or 0, images)
 
 
 def _summary(
@@ -374,70 +358,20 @@ def _summary(
     started: float,
     overrides: list[str],
 ) -> dict:
-    recorder = run.recorder if run else None
-    _, first_norms = recorder.logged_norms(0) if recorder else (None, {})
-    last_step, last_norms = recorder.logged_norms(-1) if recorder else (None, {})
-    divergence = recorder.divergence if recorder else None
-    return {
-        "status": status,
-        "overrides": overrides,
-        "steps_completed": divergence.step if divergence else (run.steps_completed if run else 0),
-        "last_recorded_step": last_step,
-        "layers": recorder.layer_names if recorder else [],
-        "blocks": recorder.block_names if recorder else [],
-        "grad_norm_first": first_norms,
-        "grad_norm_last": last_norms,
-        "grad_ratio_first_last": _first_over_last(last_norms),
-        "depth_axis": MODELS[run.config.model.name].depth_axis if run else None,
-        "initial_val_loss": recorder.first_values.get("loss/val") if recorder else None,
-        "final_train_loss": final.get("loss/train"),
-        "final_val_loss": final.get("loss/val"),
-        "final_val_acc": final.get("acc/val"),
-        "loss_floor": run.task.loss_floor if run else None,
-        **_precision_summary(run),
-        "diverged_step": divergence.step if divergence else None,
-        "first_nonfinite_layer": divergence.first_nonfinite_layer if divergence else None,
-        "error": error,
-        "wall_time_s": round(time.perf_counter() - started, 3),
-        "device": str(run.device) if run else None,
-        "torch_threads": torch.get_num_threads(),
-        "cuda_peak_memory_mb": _cuda_peak_mb(run.device) if run else None,
-        "num_params": sum(p.numel() for p in run.model.parameters()) if run else None,
-        "gradexp_version": gradexp.__version__,
-        "provenance": provenance(
-            overrides, run.device if run else None, bool(run and run.config.trainer.deterministic)
-        ),
-        **(report.summarize(run.network, recorder, run.prediction) if run else {}),
-        "not_measured": run.diagnostics.not_applicable if run and run.diagnostics else {},
-        "config": checkpoint.as_container(cfg),
-    }
-
-
-def _precision_summary(run: Run | None) -> dict:
-    """The precision, and for a loss scale how many steps it skipped, its last value and whether
-    it collapsed: below 1 (where it shrinks the gradient) with the last steps all skipped. The
-    amp_ keys are null without a loss scale."""
-    keys = ("amp_skipped_steps", "amp_skipped_in_a_row_at_end", "amp_scale_last", "amp_scale_collapsed")
-    summary = {"precision": None, "loss_scale": None, **dict.fromkeys(keys)}
-    if run is None:
-        return summary
-    summary |= {"precision": run.precision.name, "loss_scale": run.precision.loss_scale}
-    if run.precision.scaling:
-        recorder = run.recorder
-        collapsed = recorder.scale_last is not None and recorder.scale_last < COLLAPSED_BELOW
-        values = (recorder.skipped_steps, recorder.skipped_in_a_row, recorder.scale_last)
-        summary |= dict(zip(keys, (*values, bool(collapsed and recorder.skipped_in_a_row > 0))))
-    return summary
-
-
-def _first_over_last(norms: dict[str, float]) -> float | None:
-    """The first layer's gradient norm over the last layer's: far below 1, the gradient vanishes
-    on its way to the input; far above, it explodes."""
-    values = list(norms.values())
-    if len(values) < 2 or values[-1] is None or values[0] is None or values[-1] == 0:
-        return None
-    return values[0] / values[-1]
-
-
-def _cuda_peak_mb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+    common = dict(status=status, error=error, started=started, overrides=overrides, final=final)
+    common["config"] = checkpoint.as_container(cfg)
+    if run is None:  # it failed while being set up
+        return outcome.summary(recorder=None, network=None, steps_completed=0, device=None, **common)
+    return outcome.summary(
+        recorder=run.recorder,
+        network=run.network,
+        steps_completed=run.steps_completed,
+        device=run.device,
+        depth_axis=MODELS[run.config.model.name].depth_axis,
+        loss_floor=run.task.loss_floor,
+        precision=(run.precision.name, run.precision.loss_scale),
+        deterministic=run.config.trainer.deterministic,
+        prediction=run.prediction,
+        not_measured=run.diagnostics.not_applicable if run.diagnostics else {},
+        **common,
+    )

@@ -125,12 +125,14 @@ def position_names(roles: list[str]) -> list[str]:
     return [f"{i:0{width}d}_{role}" for i, role in enumerate(roles, start=1)]
 
 
-def discover(model: nn.Module, example: Tensor) -> Network:
+def discover(model: nn.Module, example: Tensor | tuple, kwargs: dict | None = None) -> Network:
     """Find the layers, activation sites and blocks of `model` by one forward pass on `example`
-    (a few inputs), traced so that tracing changes nothing the training will see."""
+    (a few inputs; a tuple of positional arguments, with `kwargs`, for a model that takes more
+    than one), traced so that tracing changes nothing the training will see."""
     weights = _weights(model)
     activations = _activation_modules(model)
-    calls = _trace(model, example, activations)
+    args = example if isinstance(example, tuple) else (example,)
+    calls = _trace(model, args, kwargs or {}, activations)
     first_call: dict[int, int] = {}
     for i, (_, module, _) in enumerate(calls):
         first_call.setdefault(id(module), i)
@@ -173,7 +175,7 @@ def _activation_modules(model: nn.Module) -> set[int]:
     return {id(m) for m in model.modules() if activation_family(m) is not None}
 
 
-def _trace(model: nn.Module, example: Tensor, activations: set[int]) -> list[tuple]:
+def _trace(model: nn.Module, args: tuple, kwargs: dict, activations: set[int]) -> list[tuple]:
     """Every module call of one forward pass, in order: ('module', m, None), or for an activation
     module ('activation', m, the module whose output it reads as is, if any)."""
     calls: list[tuple] = []
@@ -193,10 +195,11 @@ def _trace(model: nn.Module, example: Tensor, activations: set[int]) -> list[tup
     handles = [m.register_forward_pre_hook(record) for m in model.modules()]
     handles += [m.register_forward_hook(made) for m in model.modules()]
     buffers = [(b, b.clone()) for b in model.buffers()]
-    devices = [example.device.index or 0] if example.device.type == "cuda" else []
+    tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
+    devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            model(example)
+            model(*args, **kwargs)
     finally:
         for handle in handles:
             handle.remove()

@@ -71,6 +71,9 @@ class GradientRecorder:
         self.skipped_steps = self.skipped_in_a_row = 0  # steps the loss scale skipped (an overflow)
         self.scale_last: float | None = None  # the loss scale of the last step
         self.gradient_prefixes = {"grad_norm", "block_grad_norm"}  # tags a skipped step drops
+        # the measured gradients still carry the loss scale (a user's loop measured before its
+        # GradScaler unscales them): the norms are divided by each step's scale at flush
+        self.scaled_gradients = False
         self.first_values: dict[str, float] = {}  # every scalar tag's first and last recorded value
         self.last_values: dict[str, float] = {}
         self.value_steps: dict[str, tuple[int, int]] = {}  # tag -> steps of its first and last value
@@ -89,6 +92,13 @@ class GradientRecorder:
         if self._zero is None or self._zero.device != p.device:
             self._zero = torch.zeros((), device=p.device)
         return self._zero
+
+    def current_total(self) -> Tensor:
+        """The total norm of the gradients as they are now (after a loop's clipping), leaving the
+        measured per-parameter norms as they were."""
+        return total(
+            norms([p.grad if p.grad is not None else self._no_grad(p) for p in self.params], self._layout)
+        )
 
     def total_norm(self) -> Tensor:
         """The total norm of the last measured gradient (what clipping compares to max_norm)."""
@@ -181,6 +191,9 @@ class GradientRecorder:
         """Pending steps as host rows: [loss, total norm, total after clipping, *norms, *block
         norms, loss scale (when scaling)]."""
         norms = torch.stack([norms for _, _, _, norms, _, _ in self._rows]).double()
+        scales = torch.stack([scale for *_, scale in self._rows]).double()[:, None] if self.scaling else None
+        if self.scaled_gradients:
+            norms = norms / scales
         losses = torch.stack([loss for _, _, loss, *_ in self._rows]).double()
         totals = torch.linalg.vector_norm(norms, dim=1)
         clipped = torch.stack([c for *_, c, _ in self._rows]).double() if self.clipping else totals
@@ -190,7 +203,7 @@ class GradientRecorder:
                 self._membership = self._membership.to(norms.device)
             parts.append((norms.square() @ self._membership).sqrt())
         if self.scaling:
-            parts.append(torch.stack([scale for *_, scale in self._rows]).double()[:, None])
+            parts.append(scales)
         return torch.cat(parts, dim=1).cpu().tolist()
 
     def _step_record(self, step: int, lr: float, values: list[float], skip: bool) -> StepRecord:

@@ -25,14 +25,21 @@ class Diagnostics:
         last_step: int,
         grad_accum: int = 1,
         precision: str = "32",
+        hooks: bool = True,
+        batch: bool = True,
     ):
+        """`hooks`: module hooks may be installed; `batch`: before_update is handed the step's
+        batch and loss function (both False or True in gradexp's loop; a user's loop may lack
+        them, and the measurements that need them say so in `not_applicable`)."""
         self.cfg, self.recorder, self.last_step = cfg, recorder, last_step
         self.accum_factor = float(grad_accum)
-        self.context = context = Context(network, cfg, self.accum_factor, precision)
+        self.context = context = Context(network, cfg, self.accum_factor, precision, hooks=hooks, batch=batch)
         self.measurements: list[Measurement] = []
         self.not_applicable: dict[str, str] = {}  # measurement -> why it does not apply here
         for kind in MEASUREMENTS:
             reason = kind.applies(context)
+            if reason is None and kind.needs and not hooks:
+                reason = "it needs module hooks, which would recompile a torch.compile'd model"
             if reason is None:
                 self.measurements.append(kind(context))
             else:
@@ -61,11 +68,18 @@ class Diagnostics:
 
     @torch.no_grad()
     def before_update(
-        self, step: int, batch: tuple[Tensor, Tensor], loss_fn: Callable, loss_scale: Tensor | None = None
+        self,
+        step: int,
+        batch: tuple[Tensor, Tensor] | None,
+        loss_fn: Callable | None,
+        loss_scale: Tensor | None = None,
+        scaled_gradients: bool = False,
     ) -> None:
         """Run the due measurements; a step where only histograms are due records histograms
         alone (with the activations that the measurements feeding them captured). The hooks saw
-        the gradient of the loss / grad_accum, times the loss scale: `grad_scale` undoes both."""
+        the gradient of the loss / grad_accum, times the loss scale: `grad_scale` undoes both.
+        `scaled_gradients`: the weights' .grad still carry the loss scale (a user's loop, before
+        its GradScaler unscales them); their histograms are divided by it."""
         self.context.grad_scale = self.accum_factor if loss_scale is None else self.accum_factor / loss_scale
         signals = self._every(self.cfg.every, step)
         tags, parts, activations = [], [], {}
@@ -76,7 +90,7 @@ class Diagnostics:
                 if signals:
                     self._collect(step, out, tags, parts)
         if self._every(self.cfg.histograms_every, step):
-            self._histograms(step, activations)
+            self._histograms(step, activations, loss_scale if scaled_gradients else None)
         self._pending = (step, tags, parts) if signals else None
 
     @torch.no_grad()
@@ -113,7 +127,7 @@ class Diagnostics:
         for m in self.measurements:
             m.load_state_dict(state)
 
-    def _histograms(self, step: int, activations: dict[str, Tensor]) -> None:
+    def _histograms(self, step: int, activations: dict[str, Tensor], grad_divisor: Tensor | None) -> None:
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]
         tags = [f"weights/{n}" for n in self.names] + [f"gradients/{n}" for n in self.names]
         tensors = self.weights + grads
@@ -121,4 +135,8 @@ class Diagnostics:
         tensors += list(activations.values())
         with display_only():
             stats = self.histograms.stats(tensors)
+        if grad_divisor is not None:  # dividing every value moves no value to another bin
+            rows = slice(len(self.weights), 2 * len(self.weights))
+            stats[rows, [0, 1, 3]] /= grad_divisor
+            stats[rows, 4] /= grad_divisor.double().square()
         self.recorder.record_histograms(step, tags, stats)

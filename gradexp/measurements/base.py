@@ -38,6 +38,8 @@ class Context:
     config: DiagnosticsConfig
     grad_scale: float | Tensor = 1.0  # what undoes grad_accum's 1 / n and the loss scale in the hooks
     precision: str = "32"  # trainer.precision: 32, bf16 or fp16 (autocast)
+    hooks: bool = True  # module hooks may be installed (not in a torch.compile'd model's graph)
+    batch: bool = True  # the step's batch and loss function are at hand (gradexp's own loop)
 
 
 @dataclass

@@ -23,6 +23,8 @@ class ThroughTime(Measurement):
 
     @staticmethod
     def applies(context: Context) -> str | None:
+        if not context.batch:
+            return "it replays the network on the step's batch, which a watched loop does not hand over"
         if not callable(getattr(context.network.model, "gradexp_through_time", None)):
             return (
                 "it replays a recurrent network time step by time step, which gradexp's RNN (model=rnn) can"

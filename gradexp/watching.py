@@ -1,0 +1,396 @@
+"""`gradexp.watch`: what a gradexp run records, in a user's own training loop, for one added line
+per step (`monitor.step(loss)`, right after backward).
+
+Where each thing is measured:
+- at the model's first forward pass with gradients, the network is found (`network.discover`
+  on that call's own inputs, traced so that nothing the training sees changes);
+- in `monitor.step(loss)`, the per-layer gradient norms and the diagnostics that read the
+  gradient, before the loop's clipping (with a GradScaler: divided by its scale at flush, since
+  the loop unscales later and only once);
+- in the optimizer's step post-hook, the gradient the optimizer used (the loop's clipping,
+  found by the gradients' version counters, costs a norm only when it changed something) and
+  the update (update ratios).
+
+Nothing is read on the host until a flush, about once a second, as in gradexp's own loop, so
+`monitor.diverged` is set at the flush that finds a non-finite loss or gradient. Under
+DistributedDataParallel only rank 0 records; backward has synchronized the gradient by then.
+"""
+
+import atexit
+import sys
+import time
+import weakref
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from gradexp import outcome
+from gradexp.config.errors import ConfigError
+from gradexp.config.schema import DiagnosticsConfig
+from gradexp.diagnostics.monitor import Diagnostics
+from gradexp.diagnostics.theory import no_prediction
+from gradexp.measurements.catalog import charts
+from gradexp.network import Network, discover
+from gradexp.recorder import Divergence, GradientRecorder
+from gradexp.sinks.console import run_report
+from gradexp.sinks.layout import make_console
+from gradexp.sinks.summary import write_json_atomic
+from gradexp.sinks.tensorboard import TensorBoardSink
+
+
+class Diverged(RuntimeError):
+    """Raised by `monitor.step` (with raise_on_divergence=True) once a flush has found a
+    non-finite loss or gradient."""
+
+    def __init__(self, divergence: Divergence):
+        self.divergence = divergence
+        where = divergence.first_nonfinite_layer or "the loss"
+        super().__init__(f"training diverged at step {divergence.step}: first non-finite value in {where}")
+
+
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | Path | None = None, **options):
+    """Record `model`'s gradients as `optimizer` trains it in the caller's loop; returns the
+    `Monitor` (also a context manager). Options are the CLI's settings, with its defaults:
+    `log_every` (10), `diagnostics_every` (50), `histograms_every` (250), `saturation_fraction`
+    (0.1), `figures` (True); and `scaler` (a torch.amp.GradScaler), `grad_accum` (micro-batches
+    per step), `raise_on_divergence`, `hparams` (a dict: the run's HParams columns), `report`
+    (print the per-layer table at close). `run_dir` defaults to outputs/watch/<date>/<time>."""
+    return Monitor(model, optimizer, run_dir, **options)
+
+
+class Monitor:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        run_dir: str | Path | None = None,
+        *,
+        log_every: int = 10,
+        diagnostics_every: int | None = 50,
+        histograms_every: int | None = 250,
+        saturation_fraction: float = 0.1,
+        figures: bool = True,
+        scaler: "torch.amp.GradScaler | None" = None,
+        grad_accum: int = 1,
+        raise_on_divergence: bool = False,
+        hparams: dict | None = None,
+        report: bool = True,
+    ):
+        _check_arguments(model, optimizer, log_every, diagnostics_every, histograms_every, grad_accum)
+        self.started = time.perf_counter()
+        self.model, self.optimizer = model, optimizer
+        self.module, self.compiled = _unwrap(model)
+        self.run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
+        self.log_every, self.grad_accum = log_every, grad_accum
+        self.config = DiagnosticsConfig(diagnostics_every, histograms_every, saturation_fraction, figures)
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.raise_on_divergence, self.report = raise_on_divergence, report
+        self.hparams = dict(hparams or {})
+        self.steps = 0  # monitor.step calls so far: the next step's number
+        self.network: Network | None = None
+        self.recorder: GradientRecorder | None = None
+        self.diagnostics: Diagnostics | None = None
+        self.sinks: list = []
+        self.summary: dict | None = None  # set by close
+        self.recording = _rank() == 0  # under DDP, rank 0 records and the others do nothing
+        self._pending: tuple | None = None  # a measured step whose optimizer update is to come
+        self._capture = ExitStack()  # the diagnostics' hooks, open during a diagnostic step's pass
+        self._capturing = self._captured = False
+        self._tracing = False  # discovery's own forward pass is running
+        self._handles = []
+        if self.recording:
+            self._handles.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+            self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+            _close_at_exit(self)
+
+    # the user's loop calls these
+    def step(self, loss: Tensor | float) -> None:
+        """Measure this step's gradient; call once per optimizer step, right after backward
+        (with gradient accumulation, after the last micro-batch's)."""
+        if not self.recording or self.summary is not None:
+            return
+        if self.network is None:
+            raise RuntimeError(
+                "gradexp.watch: monitor.step() came before the model's first forward pass with "
+                "gradients; call it right after loss.backward()"
+            )
+        if self._pending is not None:  # the last step had no optimizer update (a skipped AMP step)
+            self._finish_step(applied=False)
+        if self.raise_on_divergence and self.diverged is not None:
+            raise Diverged(self.diverged)
+        self._stop_capture()
+        step = self.steps
+        scale = self.scaler._get_scale_async().detach().clone() if self.scaler else None
+        self.recorder.measure()
+        grads = [weakref.ref(p.grad) if p.grad is not None else None for p in self.recorder.params]
+        versions = [p.grad._version if p.grad is not None else -1 for p in self.recorder.params]
+        diagnose = self.diagnostics is not None and self.diagnostics.due(step)
+        if diagnose:
+            self.diagnostics.before_update(step, None, None, scale, scaled_gradients=self.scaler is not None)
+        loss = loss.detach().float().mean() if isinstance(loss, Tensor) else torch.tensor(float(loss))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._pending = (step, loss, float(lr), scale, diagnose, grads, versions)
+
+    def log(self, metrics: dict[str, Tensor | float], step: int | None = None) -> None:
+        """The loop's own scalars (`loss/val`, `acc/val`: the summary's final values), at `step`
+        (default: the step last measured), kept on the device until the next flush."""
+        if not self.recording or self.recorder is None or not metrics:
+            return
+        last = self._pending[0] if self._pending else max(self.steps - 1, 0)
+        device = self.recorder.params[0].device if self.recorder.params else None
+        values = [
+            torch.as_tensor(v, dtype=torch.float64, device=device).detach().reshape(())
+            for v in metrics.values()
+        ]
+        self.recorder.record_scalars(last if step is None else step, list(metrics), torch.stack(values))
+
+    def flush(self) -> None:
+        """Write what is pending now (and look for a divergence), rather than at the next
+        once-a-second flush; it waits for the device."""
+        if self.recording and self.recorder is not None and self.summary is None:
+            self._flush()
+
+    @property
+    def diverged(self) -> Divergence | None:
+        """The step and the first non-finite layer, once a flush has seen them; else None."""
+        return self.recorder.divergence if self.recorder is not None else None
+
+    def close(self, status: str = "completed", error: str | None = None) -> dict | None:
+        """Write what is pending, the figures and summary.json, and remove every hook; returns
+        the summary (None on a rank that does not record). A second call does nothing."""
+        if not self.recording:
+            return None
+        if self.summary is not None:
+            return self.summary
+        _OPEN.discard(self)
+        if self._pending is not None:
+            self._finish_step(applied=False)
+        self._stop_capture()
+        for handle in self._handles:
+            handle.remove()
+        final = {}
+        if self.recorder is not None:
+            self._flush()
+            if self.diverged is not None and status != "failed":
+                status = "diverged"
+            final = {
+                k: v
+                for k, v in self.recorder.last_values.items()
+                if k in ("loss/train", "loss/val", "acc/val")
+            }
+            if self.config.figures:
+                outcome.draw_figures(self.recorder, self.run_dir, self.sinks)
+        self.summary = self._summary(status, error, final)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_dir / "summary.json", self.summary)
+        for sink in self.sinks or [TensorBoardSink(self.run_dir)]:
+            sink.finish(self.summary)
+        if self.report:
+            console = make_console()
+            for part in run_report(self.summary, console.width):
+                console.print(part, highlight=False)
+            console.print(f"files:       {self.run_dir}")
+        return self.summary
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is None:
+            self.close()
+        elif issubclass(kind, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed", f"{kind.__name__}: {exc}")
+        return False
+
+    # hooks
+    def _on_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Before each call of the model: find the network at the first one with gradients, and
+        open the diagnostics' hooks for a diagnostic step's first pass (its first micro-batch);
+        a pass without gradients (the loop's evaluation) is not watched."""
+        if not torch.is_grad_enabled() or self._tracing:
+            return
+        if self.network is None:
+            self._build(args, kwargs)
+        if self._capturing:  # a second micro-batch: the hooks watch the first one only
+            self._stop_capture()
+        elif self._armed() and not self._captured:
+            self._capture.enter_context(self.diagnostics.watch())
+            self._capturing = self._captured = True
+
+    def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
+        if self._pending is not None:
+            self._finish_step(applied=True)
+
+    # inside
+    def _build(self, args: tuple, kwargs: dict) -> None:
+        self._tracing = True
+        try:
+            self.network = network = discover(self.module, args, kwargs)
+        finally:
+            self._tracing = False
+        scaling = self.scaler is not None
+        self.recorder = recorder = GradientRecorder(
+            network, self.log_every, -1, clipping=True, scaling=scaling
+        )
+        recorder.scaled_gradients = scaling
+        if self.config.every is not None or self.config.histograms_every is not None:
+            precision = "fp16" if scaling else "32"  # a GradScaler is float16's
+            self.diagnostics = Diagnostics(
+                self.config,
+                network,
+                recorder,
+                -1,
+                self.grad_accum,
+                precision,
+                hooks=not self.compiled,
+                batch=False,
+            )
+        signals = self.diagnostics.signals() if self.diagnostics else []
+        restart = any(self.run_dir.glob("events.out.tfevents.*"))  # a script run again: its new curves alone
+        self.sinks = [TensorBoardSink(self.run_dir, charts(network, signals), restart)]
+
+    def _armed(self) -> bool:
+        return (
+            self.diagnostics is not None
+            and bool(self.diagnostics.capture.needs)
+            and self.diagnostics.due(self.steps)
+        )
+
+    def _stop_capture(self) -> None:
+        if self._capturing:
+            self._capture.close()
+            self._capturing = False
+
+    def _finish_step(self, applied: bool) -> None:
+        """Record the pending step with the total norm of the gradient the optimizer used (the
+        measured one unless the loop changed a gradient since: clipping, unscaling), then what
+        the update did; flush when due."""
+        step, loss, lr, scale, diagnose, grads, versions = self._pending
+        self._pending = None
+        params = self.recorder.params
+        changed = any(
+            p.grad is not (g() if g is not None else None) or (p.grad is not None and p.grad._version != v)
+            for p, g, v in zip(params, grads, versions)
+        )
+        if applied and changed:
+            used = self.recorder.current_total()
+        else:
+            used = self.recorder.total_norm() / scale if scale is not None else self.recorder.total_norm()
+        self.recorder.record_step(step, loss, lr, used, scale)
+        if diagnose:
+            self.diagnostics.after_update()
+        self.steps = step + 1
+        self._captured = False
+        if self.recorder.due():
+            self._flush()
+
+    def _flush(self) -> None:
+        records = self.recorder.flush()
+        for sink in self.sinks:
+            sink.write(records)
+
+    def _summary(self, status: str, error: str | None, final: dict) -> dict:
+        return outcome.summary(
+            status=status,
+            error=error,
+            recorder=self.recorder,
+            network=self.network,
+            steps_completed=self.steps,
+            started=self.started,
+            device=next((p.device for p in self.module.parameters()), None),
+            overrides=[f"{k}={v}" for k, v in self.hparams.items()],
+            config=self.hparams,
+            final=final,
+            precision=(None, "dynamic" if self.scaler else None),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            prediction=no_prediction("it describes gradexp's plain MLP; read the measured signals"),
+            not_measured=self.diagnostics.not_applicable if self.diagnostics else {},
+        )
+
+
+def _check_arguments(model, optimizer, log_every, diagnostics_every, histograms_every, grad_accum) -> None:
+    """A wrong argument is one line that names it, its value and what is allowed."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", type(model).__name__, "gradexp.watch needs the nn.Module being trained")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(
+            "optimizer",
+            type(optimizer).__name__,
+            "gradexp.watch needs the torch.optim.Optimizer that steps the model",
+        )
+    for key, value, optional in (
+        ("log_every", log_every, False),
+        ("diagnostics_every", diagnostics_every, True),
+        ("histograms_every", histograms_every, True),
+        ("grad_accum", grad_accum, False),
+    ):
+        if (value is None and not optional) or (
+            value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+        ):
+            raise ConfigError(
+                key,
+                value,
+                "must be a whole number of steps",
+                "1, 2, ..." + (" or None (off)" if optional else ""),
+            )
+
+
+def _unwrap(model: nn.Module) -> tuple[nn.Module, bool]:
+    """The module whose layers are measured: inside DistributedDataParallel or DataParallel, and
+    inside torch.compile's wrapper (then True: the diagnostics' module hooks would recompile it)."""
+    compiled = False
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+            model, compiled = model._orig_mod, True
+        else:
+            return model, compiled
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _default_run_dir() -> Path:
+    now = datetime.now()
+    return Path("outputs", "watch", now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S"))
+
+
+# A monitor the loop never closed is closed when the process ends: Ctrl-C, an uncaught error or
+# a script that ended without close() still leave summary.json (interrupted, failed, completed).
+_OPEN: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
+_UNCAUGHT: list[BaseException] = []
+
+
+def _close_at_exit(monitor: Monitor) -> None:
+    """Note `monitor` as open; the first time, note uncaught exceptions (Python's excepthook
+    runs before its exit handlers) and register the handler that closes what is still open."""
+    if not _OPEN and not getattr(_close_open_monitors, "registered", False):
+        previous = sys.excepthook
+
+        def note_uncaught(kind, value, traceback):
+            _UNCAUGHT.append(value)
+            previous(kind, value, traceback)
+
+        sys.excepthook = note_uncaught
+        atexit.register(_close_open_monitors)
+        _close_open_monitors.registered = True
+    _OPEN.add(monitor)
+
+
+def _close_open_monitors() -> None:
+    exc = _UNCAUGHT[-1] if _UNCAUGHT else None
+    for monitor in list(_OPEN):
+        if exc is None:
+            monitor.close()
+        elif isinstance(exc, KeyboardInterrupt):
+            monitor.close("interrupted")
+        else:
+            monitor.close("failed", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,286 @@
+"""`gradexp.watch` in a plain PyTorch loop: what it records equals what the same loop computes by
+hand (before its clipping, unscaled under a GradScaler), a NaN is reported at its step, Ctrl-C
+still leaves the summary, and a watched run's summary has a CLI run's keys."""
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gradexp
+from gradexp.config.errors import ConfigError
+from gradexp.engine import train
+from tests.conftest import make_config, read_scalars, read_summary
+
+QUIET = {"report": False}
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(8, 32),
+        nn.Tanh(),
+        nn.Linear(32, 32),
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        nn.Tanh(),
+        nn.Linear(32, 3),
+    )
+
+
+def data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, generator=g) * 3, torch.randint(0, 3, (n,), generator=g)
+
+
+def weights(model: nn.Module) -> list[nn.Parameter]:
+    return [m.weight for m in model if isinstance(m, nn.Linear)]
+
+
+def test_a_watched_loop_records_the_norms_it_computes_by_hand_before_its_clipping(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    monitor = gradexp.watch(model, opt, tmp_path, log_every=3, diagnostics_every=None, **QUIET)
+    by_hand, after_clip = {}, {}
+    for step in range(12):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        monitor.step(loss)
+        by_hand[step] = [w.grad.norm().item() for w in weights(model)]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        after_clip[step] = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+        opt.step()
+        with torch.no_grad():  # the loop's own evaluation: not watched
+            model(x[:8])
+    summary = monitor.close()
+    scalars = read_scalars(tmp_path)
+    layers = summary["layers"]
+    assert len(layers) == 4 and summary["status"] == "completed" and summary["steps_completed"] == 12
+    for step in (0, 3, 6, 9):
+        recorded = [scalars[f"grad_norm/{name}"][step] for name in layers]
+        assert recorded == pytest.approx(by_hand[step], rel=1e-5)
+        assert scalars["grad_norm/total_clipped"][step] == pytest.approx(after_clip[step], rel=1e-5)
+        assert scalars["grad_norm/total"][step] > 0.05 * 1.5 and scalars["clip/clipped"][step] == 1.0
+    assert 1 not in scalars["grad_norm/total"]  # log_every
+    assert summary["clip_fraction"] == 1.0
+
+
+def test_the_update_ratio_is_the_one_from_the_weights_before_and_after_the_step(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    monitor = gradexp.watch(model, opt, tmp_path, diagnostics_every=2, histograms_every=None, **QUIET)
+    ratios = {}
+    for step in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        monitor.step(F.cross_entropy(model(x), y).detach())
+        before = [w.detach().clone() for w in weights(model)]
+        opt.step()
+        ratios[step] = [((w - b).norm() / b.norm()).item() for w, b in zip(weights(model), before)]
+    summary = monitor.close()
+    scalars = read_scalars(tmp_path)
+    for step in (0, 2, 4):
+        recorded = [scalars[f"update_ratio/{name}"][step] for name in summary["layers"]]
+        assert recorded == pytest.approx(ratios[step], rel=1e-4)
+    assert 1 not in scalars[f"update_ratio/{summary['layers'][0]}"]
+    assert summary["update_ratio_last"] == pytest.approx(dict(zip(summary["layers"], ratios[4])), rel=1e-4)
+
+
+def test_under_a_grad_scaler_the_recorded_norms_are_unscaled_and_the_scale_is_recorded(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    monitor = gradexp.watch(
+        model, opt, tmp_path, log_every=1, diagnostics_every=1, histograms_every=None, scaler=scaler, **QUIET
+    )
+    by_hand, signal_scale = {}, {}
+    for step in range(4):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        monitor.step(loss)
+        signal_scale[step] = scaler.get_scale()
+        scaler.unscale_(opt)  # the usual recipe: unscale, clip, step
+        by_hand[step] = [w.grad.norm().item() for w in weights(model)]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e3)
+        scaler.step(opt)
+        scaler.update()
+    summary = monitor.close()
+    scalars = read_scalars(tmp_path)
+    for step in range(4):
+        recorded = [scalars[f"grad_norm/{name}"][step] for name in summary["layers"]]
+        assert recorded == pytest.approx(by_hand[step], rel=1e-5)
+        assert scalars["amp/scale"][step] == signal_scale[step]
+        assert scalars["clip/clipped"][step] == 0.0
+        assert scalars["grad_norm/total_clipped"][step] == pytest.approx(
+            scalars["grad_norm/total"][step], rel=1e-5
+        )
+    # the back-propagated signal is divided by the scale too: the same with and without one
+    unscaled = mlp()
+    plain = gradexp.watch(
+        unscaled, torch.optim.SGD(unscaled.parameters(), lr=0.1), tmp_path / "plain", **QUIET
+    )
+    F.cross_entropy(unscaled(x), y).backward()
+    plain.step(0.0)
+    plain.close()
+    first = summary["layers"][0]
+    assert read_scalars(tmp_path / "plain")[f"grad_signal/{first}"][0] == pytest.approx(
+        scalars[f"grad_signal/{first}"][0], rel=1e-5
+    )
+    assert summary["loss_scale"] == "dynamic" and summary["amp_skipped_steps"] == 0
+
+
+def test_a_nan_injected_at_step_k_is_reported_at_step_k_and_can_stop_the_loop(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = gradexp.watch(model, opt, tmp_path, log_every=5, raise_on_divergence=True, **QUIET)
+    k = 7
+    with pytest.raises(gradexp.Diverged, match="step 7: first non-finite value in 003_4"):
+        for step in range(20):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            if step == k:
+                weights(model)[2].grad[0, 0] = float("nan")
+            monitor.step(loss)
+            opt.step()
+            if step == k:
+                assert monitor.diverged is None  # not read on the host until a flush
+                monitor.flush()
+                assert (monitor.diverged.step, monitor.diverged.first_nonfinite_layer) == (k, "003_4")
+    assert step == k + 1
+    summary = monitor.close()
+    assert summary["status"] == "diverged"
+    assert (summary["diverged_step"], summary["first_nonfinite_layer"]) == (k, "003_4")
+    scalars = read_scalars(tmp_path)
+    assert max(scalars["loss/train"]) == k and math.isnan(scalars["grad_norm/003_4"][k])
+
+
+def test_without_raising_the_monitor_outlives_a_diverged_loop(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=1e6)  # explodes within a few steps
+    with gradexp.watch(
+        model, opt, tmp_path, log_every=1, diagnostics_every=1, histograms_every=1, **QUIET
+    ) as m:
+        for _ in range(30):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), F.one_hot(y, 3).float())
+            loss.backward()
+            m.step(loss)
+            opt.step()
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "diverged" and 0 < summary["diverged_step"] < 30
+
+
+def test_ctrl_c_in_the_users_loop_leaves_the_summary_and_the_events(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import torch, gradexp
+            from torch import nn
+            model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 1))
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            monitor = gradexp.watch(model, opt, {str(tmp_path / "run")!r}, log_every=1, report=False)
+            x, y = torch.randn(32, 8), torch.randn(32, 1)
+            step = 0
+            while True:
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                monitor.step(loss)
+                opt.step()
+                step += 1
+                if step == 50:
+                    print("training", flush=True)
+            """
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "training"
+    time.sleep(1.5)  # past the first flush
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode != 0 and "KeyboardInterrupt" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps_completed"] >= 50
+    assert len(read_scalars(tmp_path / "run")["grad_norm/total"]) >= 50
+
+
+def test_a_watched_run_has_a_cli_runs_summary_keys(tmp_path):
+    cli = train(make_config("trainer.steps=3"), tmp_path / "cli", show_progress=False)
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradexp.watch(model, opt, tmp_path / "watched", hparams={"lr": 0.1}, **QUIET) as monitor:
+        F.cross_entropy(model(x), y).backward()
+        monitor.step(0.0)
+        opt.step()
+    watched = read_summary(tmp_path / "watched")
+    assert list(watched) == list(cli)
+    assert watched["overrides"] == ["lr=0.1"] and watched["config"] == {"lr": 0.1}
+
+
+def test_a_compiled_model_records_its_norms_and_says_which_diagnostics_need_hooks(tmp_path):
+    model, (x, y) = mlp(), data()
+    compiled = torch.compile(model, backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradexp.watch(compiled, opt, tmp_path, log_every=1, diagnostics_every=1, **QUIET) as monitor:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = F.cross_entropy(compiled(x), y)
+            loss.backward()
+            by_hand = [w.grad.norm().item() for w in weights(model)]
+            monitor.step(loss)
+            opt.step()
+    summary = read_summary(tmp_path)
+    assert list(summary["grad_norm_last"].values()) == pytest.approx(by_hand, rel=1e-5)
+    assert "torch.compile" in summary["not_measured"]["GradSignal"]
+    assert summary["update_ratio_last"]  # no hooks needed
+
+
+def test_the_hooks_watch_only_the_first_micro_batch_of_an_accumulated_step(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = gradexp.watch(model, opt, tmp_path, diagnostics_every=1, grad_accum=2, **QUIET)
+    z = model[0](x[:32])  # the first and last layers' outputs for the first micro-batch, unwatched
+    logits = model[1:](z)
+    expected = torch.autograd.grad(F.cross_entropy(logits, y[:32]), [z, logits])
+    for half in (slice(0, 32), slice(32, 64)):
+        (F.cross_entropy(model(x[half]), y[half]) / 2).backward()
+    monitor.step(0.0)
+    opt.step()
+    summary = monitor.close()
+    first, last = summary["layers"][0], summary["layers"][-1]
+    recorded = [summary["grad_signal_first"][first], summary["grad_signal_first"][last]]
+    assert recorded == pytest.approx([g.norm().item() for g in expected], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [({"log_every": 0}, "log_every=0"), ({"diagnostics_every": 2.5}, "diagnostics_every=2.5")],
+)
+def test_a_wrong_argument_is_one_line_naming_it(tmp_path, kwargs, named):
+    model = mlp()
+    with pytest.raises(ConfigError, match=named) as error:
+        gradexp.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_step_before_any_forward_pass_says_where_to_call_it(tmp_path):
+    model = mlp()
+    monitor = gradexp.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path, **QUIET)
+    with pytest.raises(RuntimeError, match=r"right after loss.backward\(\)"):
+        monitor.step(0.0)
+    monitor.close()
+    assert read_summary(tmp_path)["status"] == "completed"
