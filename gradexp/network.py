@@ -129,32 +129,100 @@ def discover(model: nn.Module, example: Tensor | tuple, kwargs: dict | None = No
     """Find the layers, activation sites and blocks of `model` by one forward pass on `example`
     (a few inputs; a tuple of positional arguments, with `kwargs`, for a model that takes more
     than one), traced so that tracing changes nothing the training will see."""
-    weights = _weights(model)
-    activations = _activation_modules(model)
     args = example if isinstance(example, tuple) else (example,)
-    calls = _trace(model, args, kwargs or {}, activations)
-    first_call: dict[int, int] = {}
-    for i, (_, module, _) in enumerate(calls):
-        first_call.setdefault(id(module), i)
-    order = _order(model, first_call, len(calls))
-    counts = Counter(id(module) for _, module, _ in calls)
-    layers = _layers(model, weights, order, first_call, counts)
-    sites = _activation_sites(calls, layers, activations)
-    blocks = sorted(_blocks(model), key=lambda block: order(block.module))
-    if not callable(getattr(model, "gradexp_blocks", None)):
-        width = max(3, len(str(len(blocks))))
-        for i, block in enumerate(blocks, start=1):
-            block.name = f"{i:0{width}d}_{block.name}"
-    in_layers = {id(layer.weight) for layer in layers}
-    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in in_layers]
-    return Network(
-        model,
-        layers,
-        sites,
-        blocks,
-        params=[layer.weight for layer in layers] + [p for _, p in rest],
-        param_names=[layer.name for layer in layers] + [n for n, _ in rest],
-    )
+    kwargs = kwargs or {}
+    tracer = Tracer(model)
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
+    devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            tracer.start()
+            model(*args, **kwargs)
+    finally:
+        tracer.stop()
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+    return tracer.network()
+
+
+class Tracer:
+    """Every module call of forward passes, in order, recorded by hooks on every module between
+    `start` and `stop`: ('module', m, None), or for an activation module ('activation', m, the
+    module whose output it reads as is, if any). `discover` traces a pass of its own; a user's
+    loop that never calls the model itself (a LightningModule's training_step calling its
+    submodules) is traced as it trains, with `with_grad_only`: its passes with gradients, up to
+    the first backward (its evaluation passes and later micro-batches are not traced)."""
+
+    def __init__(self, model: nn.Module, with_grad_only: bool = False):
+        self.model, self.with_grad_only = model, with_grad_only
+        self.activations = _activation_modules(model)
+        self.calls: list[tuple] = []
+        self._outputs: dict[int, tuple[nn.Module, Tensor]] = {}  # a tensor's id -> the module that made it
+        self._handles: list = []
+        self.recording = True  # until the first backward, with with_grad_only
+        self._hooked_backward = False
+
+    def start(self) -> None:
+        modules = list(self.model.modules())
+        self._handles = [m.register_forward_pre_hook(self._record) for m in modules]
+        self._handles += [m.register_forward_hook(self._made) for m in modules]
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._outputs = [], {}
+
+    def _watching(self) -> bool:
+        return self.recording and not (self.with_grad_only and not torch.is_grad_enabled())
+
+    def _record(self, module: nn.Module, inputs) -> None:
+        if not self._watching():
+            return
+        if id(module) not in self.activations:
+            self.calls.append(("module", module, None))
+            return
+        made = self._outputs.get(id(inputs[0])) if inputs and isinstance(inputs[0], Tensor) else None
+        self.calls.append(("activation", module, made[0] if made and made[1] is inputs[0] else None))
+
+    def _made(self, module: nn.Module, inputs, output) -> None:
+        if not self._watching() or not isinstance(output, Tensor):
+            return
+        if _weights_of(module) == 1:
+            self._outputs[id(output)] = (module, output)
+        if self.with_grad_only and output.requires_grad and not self._hooked_backward:
+            output.register_hook(self._backward_began)  # runs once backward reaches this output
+            self._hooked_backward = True
+
+    def _backward_began(self, grad: Tensor) -> None:
+        self.recording = False
+
+    def network(self) -> Network:
+        """The network, from the calls traced so far."""
+        model, calls = self.model, self.calls
+        first_call: dict[int, int] = {}
+        for i, (_, module, _) in enumerate(calls):
+            first_call.setdefault(id(module), i)
+        order = _order(model, first_call, len(calls))
+        counts = Counter(id(module) for _, module, _ in calls)
+        layers = _layers(model, _weights(model), order, first_call, counts)
+        sites = _activation_sites(calls, layers, self.activations)
+        blocks = sorted(_blocks(model), key=lambda block: order(block.module))
+        if not callable(getattr(model, "gradexp_blocks", None)):
+            width = max(3, len(str(len(blocks))))
+            for i, block in enumerate(blocks, start=1):
+                block.name = f"{i:0{width}d}_{block.name}"
+        in_layers = {id(layer.weight) for layer in layers}
+        rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in in_layers]
+        return Network(
+            model,
+            layers,
+            sites,
+            blocks,
+            params=[layer.weight for layer in layers] + [p for _, p in rest],
+            param_names=[layer.name for layer in layers] + [n for n, _ in rest],
+        )
 
 
 def _weights(model: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
@@ -173,40 +241,6 @@ def _activation_modules(model: nn.Module) -> set[int]:
     if callable(method):
         return {id(m) for m in method()}
     return {id(m) for m in model.modules() if activation_family(m) is not None}
-
-
-def _trace(model: nn.Module, args: tuple, kwargs: dict, activations: set[int]) -> list[tuple]:
-    """Every module call of one forward pass, in order: ('module', m, None), or for an activation
-    module ('activation', m, the module whose output it reads as is, if any)."""
-    calls: list[tuple] = []
-    outputs: dict[int, tuple[nn.Module, Tensor]] = {}  # a tensor's id -> the module that made it
-
-    def record(module: nn.Module, inputs) -> None:
-        if id(module) not in activations:
-            calls.append(("module", module, None))
-            return
-        made = outputs.get(id(inputs[0])) if inputs and isinstance(inputs[0], Tensor) else None
-        calls.append(("activation", module, made[0] if made and made[1] is inputs[0] else None))
-
-    def made(module: nn.Module, inputs, output) -> None:
-        if isinstance(output, Tensor) and _weights_of(module) == 1:
-            outputs[id(output)] = (module, output)
-
-    handles = [m.register_forward_pre_hook(record) for m in model.modules()]
-    handles += [m.register_forward_hook(made) for m in model.modules()]
-    buffers = [(b, b.clone()) for b in model.buffers()]
-    tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
-    devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
-    try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            model(*args, **kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-    return calls
 
 
 def _order(model: nn.Module, first_call: dict[int, int], never: int) -> Callable[[nn.Module], int]:

@@ -33,7 +33,7 @@ from gradexp.config.schema import DiagnosticsConfig
 from gradexp.diagnostics.monitor import Diagnostics
 from gradexp.diagnostics.theory import no_prediction
 from gradexp.measurements.catalog import charts
-from gradexp.network import Network, discover
+from gradexp.network import Network, Tracer, discover
 from gradexp.recorder import Divergence, GradientRecorder
 from gradexp.sinks.console import run_report
 from gradexp.sinks.layout import make_console
@@ -55,9 +55,10 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | Pat
     """Record `model`'s gradients as `optimizer` trains it in the caller's loop; returns the
     `Monitor` (also a context manager). Options are the CLI's settings, with its defaults:
     `log_every` (10), `diagnostics_every` (50), `histograms_every` (250), `saturation_fraction`
-    (0.1), `figures` (True); and `scaler` (a torch.amp.GradScaler), `grad_accum` (micro-batches
-    per step), `raise_on_divergence`, `hparams` (a dict: the run's HParams columns), `report`
-    (print the per-layer table at close). `run_dir` defaults to outputs/watch/<date>/<time>."""
+    (0.1), `figures` (True); and `scaler` (the loop's torch.amp.GradScaler: the gradients step()
+    reads still carry its scale, unless `unscaled_by_loop`), `grad_accum` (micro-batches per
+    step), `raise_on_divergence`, `hparams` (a dict: the run's HParams columns), `report` (print
+    the per-layer table at close). `run_dir` defaults to outputs/watch/<date>/<time>."""
     return Monitor(model, optimizer, run_dir, **options)
 
 
@@ -74,6 +75,7 @@ class Monitor:
         saturation_fraction: float = 0.1,
         figures: bool = True,
         scaler: "torch.amp.GradScaler | None" = None,
+        unscaled_by_loop: bool = False,
         grad_accum: int = 1,
         raise_on_divergence: bool = False,
         hparams: dict | None = None,
@@ -87,6 +89,8 @@ class Monitor:
         self.log_every, self.grad_accum = log_every, grad_accum
         self.config = DiagnosticsConfig(diagnostics_every, histograms_every, saturation_fraction, figures)
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        # the gradients carry the scale when step() reads them, unless the loop unscaled them first
+        self.scaled_gradients = self.scaler is not None and not unscaled_by_loop
         self.raise_on_divergence, self.report = raise_on_divergence, report
         self.hparams = dict(hparams or {})
         self.steps = 0  # monitor.step calls so far: the next step's number
@@ -98,10 +102,13 @@ class Monitor:
         self.recording = _rank() == 0  # under DDP, rank 0 records and the others do nothing
         self._pending: tuple | None = None  # a measured step whose optimizer update is to come
         self._capture = ExitStack()  # the diagnostics' hooks, open during a diagnostic step's pass
-        self._capturing = self._captured = False
+        self._capturing = False
         self._tracing = False  # discovery's own forward pass is running
         self._handles = []
+        self._tracer: Tracer | None = None  # for a loop that never calls the model itself
         if self.recording:
+            self._tracer = Tracer(self.module, with_grad_only=True)
+            self._tracer.start()
             self._handles.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
             self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
             _close_at_exit(self)
@@ -112,11 +119,14 @@ class Monitor:
         (with gradient accumulation, after the last micro-batch's)."""
         if not self.recording or self.summary is not None:
             return
-        if self.network is None:
-            raise RuntimeError(
-                "gradexp.watch: monitor.step() came before the model's first forward pass with "
-                "gradients; call it right after loss.backward()"
-            )
+        unwatched = self.network is None  # the loop called submodules only: no hooks this step
+        if unwatched:
+            if not self._tracer.calls:
+                raise RuntimeError(
+                    "gradexp.watch: monitor.step() came before the model's first forward pass with "
+                    "gradients; call it right after loss.backward()"
+                )
+            self._build(self._tracer.network())
         if self._pending is not None:  # the last step had no optimizer update (a skipped AMP step)
             self._finish_step(applied=False)
         if self.raise_on_divergence and self.diverged is not None:
@@ -127,9 +137,9 @@ class Monitor:
         self.recorder.measure()
         grads = [weakref.ref(p.grad) if p.grad is not None else None for p in self.recorder.params]
         versions = [p.grad._version if p.grad is not None else -1 for p in self.recorder.params]
-        diagnose = self.diagnostics is not None and self.diagnostics.due(step)
+        diagnose = self.diagnostics is not None and self.diagnostics.due(step) and not unwatched
         if diagnose:
-            self.diagnostics.before_update(step, None, None, scale, scaled_gradients=self.scaler is not None)
+            self.diagnostics.before_update(step, None, None, scale, scaled_gradients=self.scaled_gradients)
         loss = loss.detach().float().mean() if isinstance(loss, Tensor) else torch.tensor(float(loss))
         lr = self.optimizer.param_groups[0]["lr"]
         self._pending = (step, loss, float(lr), scale, diagnose, grads, versions)
@@ -169,6 +179,7 @@ class Monitor:
         if self._pending is not None:
             self._finish_step(applied=False)
         self._stop_capture()
+        self._stop_tracer()
         for handle in self._handles:
             handle.remove()
         final = {}
@@ -209,35 +220,38 @@ class Monitor:
 
     # hooks
     def _on_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """Before each call of the model: find the network at the first one with gradients, and
-        open the diagnostics' hooks for a diagnostic step's first pass (its first micro-batch);
-        a pass without gradients (the loop's evaluation) is not watched."""
-        if not torch.is_grad_enabled() or self._tracing:
+        """Before the model's first call with gradients (not the loop's evaluation): find the
+        network by tracing that call's inputs, then open the hooks if step 0 is diagnostic."""
+        if self.network is not None or self._tracing or not torch.is_grad_enabled():
             return
-        if self.network is None:
-            self._build(args, kwargs)
-        if self._capturing:  # a second micro-batch: the hooks watch the first one only
-            self._stop_capture()
-        elif self._armed() and not self._captured:
-            self._capture.enter_context(self.diagnostics.watch())
-            self._capturing = self._captured = True
+        self._stop_tracer()
+        self._tracing = True
+        try:
+            network = discover(self.module, args, kwargs)
+        finally:
+            self._tracing = False
+        self._build(network)
+        self._open_capture()
 
     def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
         if self._pending is not None:
             self._finish_step(applied=True)
 
     # inside
-    def _build(self, args: tuple, kwargs: dict) -> None:
-        self._tracing = True
-        try:
-            self.network = network = discover(self.module, args, kwargs)
-        finally:
-            self._tracing = False
+    def _stop_tracer(self) -> None:
+        if self._tracer is not None:
+            self._tracer.stop()
+            self._tracer = None
+
+    def _build(self, network: Network) -> None:
+        """The recorder, diagnostics and TensorBoard file, once the network is known."""
+        self._stop_tracer()
+        self.network = network
         scaling = self.scaler is not None
         self.recorder = recorder = GradientRecorder(
             network, self.log_every, -1, clipping=True, scaling=scaling
         )
-        recorder.scaled_gradients = scaling
+        recorder.scaled_gradients = self.scaled_gradients
         if self.config.every is not None or self.config.histograms_every is not None:
             precision = "fp16" if scaling else "32"  # a GradScaler is float16's
             self.diagnostics = Diagnostics(
@@ -254,12 +268,13 @@ class Monitor:
         restart = any(self.run_dir.glob("events.out.tfevents.*"))  # a script run again: its new curves alone
         self.sinks = [TensorBoardSink(self.run_dir, charts(network, signals), restart)]
 
-    def _armed(self) -> bool:
-        return (
-            self.diagnostics is not None
-            and bool(self.diagnostics.capture.needs)
-            and self.diagnostics.due(self.steps)
-        )
+    def _open_capture(self) -> None:
+        """The diagnostics' hooks, from now until the next step() when that step is diagnostic:
+        the capture watches the first forward pass with gradients and its backward."""
+        d = self.diagnostics
+        if d is not None and d.capture.needs and d.due(self.steps) and not self._capturing:
+            self._capture.enter_context(d.watch())
+            self._capturing = True
 
     def _stop_capture(self) -> None:
         if self._capturing:
@@ -280,12 +295,12 @@ class Monitor:
         if applied and changed:
             used = self.recorder.current_total()
         else:
-            used = self.recorder.total_norm() / scale if scale is not None else self.recorder.total_norm()
+            used = self.recorder.total_norm() / scale if self.scaled_gradients else self.recorder.total_norm()
         self.recorder.record_step(step, loss, lr, used, scale)
         if diagnose:
             self.diagnostics.after_update()
         self.steps = step + 1
-        self._captured = False
+        self._open_capture()
         if self.recorder.due():
             self._flush()
 

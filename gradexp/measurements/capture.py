@@ -1,5 +1,7 @@
 """The hooks of a diagnostic step, installed once for all the measurements that need them (what
-Cockpit calls extensions) and only for that step's first forward and backward pass.
+Cockpit calls extensions) and only for that step's first forward and backward pass: once the
+first gradient reaches a hook, later forward passes (micro-batches) are not watched, nor are
+passes without gradients (a loop's evaluation while the hooks are open).
 
 - layers: the gradient at each layer's output y, dL/dy (every output a layer's modules gave:
   a module called twice, or a weight two modules share, has several);
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from gradexp.network import Network
@@ -30,6 +33,7 @@ class Capture:
         self._layer_read_by = _layers_read_by_sites(network) if "activations" in needs else {}
         self._calls: dict[int, int] = {}  # activation module -> its calls so far in this pass
         self._copies: dict[int, Tensor] = {}  # an in-place activation's input, before it runs
+        self._sealed = False
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -38,6 +42,7 @@ class Capture:
         self.act_inputs, self.act_outputs = [None] * len(n.activations), [None] * len(n.activations)
         self.block_outputs, self.block_grads = [None] * len(n.blocks), [None] * len(n.blocks)
         self._calls, self._copies = {}, {}
+        self._sealed = False  # a gradient has come back: the watched forward pass is over
         handles = []
         if "layers" in self.needs:
             read_by_sites = set(self._layer_read_by.values())
@@ -60,21 +65,35 @@ class Capture:
             for handle in handles:
                 handle.remove()
 
+    def _watching(self) -> bool:
+        return not self._sealed and torch.is_grad_enabled()
+
+    def _layer_grad(self, i: int, grad: Tensor) -> None:
+        self._sealed = True
+        self.layer_grads[i].append(grad)
+
+    def _block_grad(self, i: int, grad: Tensor) -> None:
+        self._sealed = True
+        self.block_grads[i] = grad
+
     def _on_layer(self, i: int, module: nn.Module, inputs, y) -> None:
-        if isinstance(y, Tensor) and y.requires_grad:
-            y.register_hook(self.layer_grads[i].append)
+        if isinstance(y, Tensor) and y.requires_grad and self._watching():
+            y.register_hook(partial(self._layer_grad, i))
 
     def _before_in_place(self, module: nn.Module, inputs) -> None:
-        self._copies[id(module)] = inputs[0].detach().clone()
+        if self._watching():
+            self._copies[id(module)] = inputs[0].detach().clone()
 
     def _on_activation(self, module: nn.Module, inputs, output: Tensor) -> None:
+        if not self._watching():
+            return
         call = self._calls.get(id(module), 0)
         self._calls[id(module)] = call + 1
         site = self._site_of.get((id(module), call))
         if site is not None:
             layer = self._layer_read_by.get(site)
             if layer is not None and "layers" in self.needs and inputs[0].requires_grad:
-                inputs[0].register_hook(self.layer_grads[layer].append)
+                inputs[0].register_hook(partial(self._layer_grad, layer))
             given = self._copies.pop(id(module), None)
             in_place = given is not None  # its output, too, is a tensor later code may overwrite
             self.act_inputs[site] = given if in_place else inputs[0].detach()
@@ -82,11 +101,13 @@ class Capture:
 
     def _on_block(self, i: int, module: nn.Module, inputs, output) -> None:
         y = output if isinstance(output, Tensor) else next((t for t in output if isinstance(t, Tensor)), None)
-        if y is None or self.block_outputs[i] is not None:  # a block called twice: its first call
+        if (
+            y is None or self.block_outputs[i] is not None or not self._watching()
+        ):  # called twice: its first call
             return
         self.block_outputs[i] = y.detach()
         if y.requires_grad:
-            y.register_hook(partial(self.block_grads.__setitem__, i))
+            y.register_hook(partial(self._block_grad, i))
 
 
 def _layers_read_by_sites(network: Network) -> dict[int, int]:

@@ -1,0 +1,1 @@
+"""gradexp's recording inside other training frameworks (optional extras)."""

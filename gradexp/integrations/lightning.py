@@ -1,0 +1,56 @@
+"""`GradexpCallback`: `gradexp.watch` inside a Lightning Trainer (`pip install "gradexp[lightning]"`).
+
+Lightning calls `on_before_optimizer_step` once per optimizer step, after the backward passes
+of its accumulated micro-batches and the AMP unscale, before its gradient clipping: there the
+callback calls `monitor.step`, so the norms are the true gradient before clipping; the torch
+optimizer's step hook then sees the gradient it applied and the update, as in a plain loop.
+"""
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch import Tensor
+
+from gradexp.watching import Monitor
+
+
+class GradexpCallback(pl.Callback):
+    def __init__(self, run_dir: str | Path | None = None, **options):
+        """`run_dir` and `options` as for `gradexp.watch` (log_every, diagnostics_every, ...);
+        the optimizer, the loss scaler and grad_accum are taken from the Trainer."""
+        self.run_dir, self.options = run_dir, options
+        self.monitor: Monitor | None = None
+        self._loss: Tensor | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if len(trainer.optimizers) != 1:
+            raise ValueError(
+                f"GradexpCallback records one optimizer's steps; this Trainer has {len(trainer.optimizers)}"
+            )
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self.monitor = Monitor(
+            pl_module,
+            trainer.optimizers[0],
+            self.run_dir,
+            scaler=scaler,
+            unscaled_by_loop=True,
+            grad_accum=trainer.accumulate_grad_batches,
+            **self.options,
+        )
+
+    def on_before_backward(self, trainer, pl_module, loss: Tensor) -> None:
+        self._loss = loss
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.monitor is not None:
+            self.monitor.step(self._loss if self._loss is not None else 0.0)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.monitor is not None:
+            self.monitor.close("interrupted" if trainer.interrupted else "completed")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.monitor is not None:
+            interrupted = isinstance(exception, KeyboardInterrupt)
+            status = "interrupted" if interrupted else "failed"
+            self.monitor.close(status, None if interrupted else f"{type(exception).__name__}: {exception}")
