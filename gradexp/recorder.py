@@ -80,6 +80,7 @@ class GradientRecorder:
         self.norm_history: list[tuple[int, list[float]]] = []  # (step, layer norms) per logged step
         self.vector_history: dict[str, list[tuple[int, list[float]]]] = {}
         self._zero: Tensor | None = None
+        self._unlogged: tuple | None = None  # the last step seen and not logged, for flush(final=True)
         self._layout = Layout.of(self.params)  # a gradient has its parameter's shape and dtype
 
     def measure(self) -> None:
@@ -125,9 +126,11 @@ class GradientRecorder:
     def due(self) -> bool:
         return time.monotonic() - self._last_flush >= FLUSH_SECONDS
 
-    def flush(self) -> list[StepRecord]:
+    def flush(self, final: bool = False) -> list[StepRecord]:
         """Copy pending measurements to the host (the only sync), find a divergence, and return
-        the records to write: logged steps up to and including the first non-finite one."""
+        the records to write: logged steps up to and including the first non-finite one.
+        `final`: the run ends here, so its last step is logged too (a loop whose last step the
+        recorder was not told in advance: gradexp.watch)."""
         self._last_flush = time.monotonic()
         records: dict[int, StepRecord] = {}
         skipped: set[int] = set()
@@ -143,6 +146,9 @@ class GradientRecorder:
                     skipped.add(step)
                 if step % self.log_every == 0 or step == self.last_step or bad:
                     records[step] = self._step_record(step, lr, values, skip)
+                    self._unlogged = None
+                else:
+                    self._unlogged = (step, lr, values, skip)
                 if bad:
                     self._diverge(step, values)
         for step, kind, tags, values in self._extras:
@@ -152,6 +158,11 @@ class GradientRecorder:
                     pairs = [(t, v) for t, v in pairs if not self._of_gradient(t)]
                 getattr(records.setdefault(step, StepRecord(step)), kind).update(pairs)
         self._rows, self._extras = [], []
+        if final and self._unlogged is not None and self.divergence is None:
+            step, lr, values, skip = self._unlogged
+            record = records.setdefault(step, StepRecord(step))
+            record.scalars = {**self._step_record(step, lr, values, skip).scalars, **record.scalars}
+            self._unlogged = None
         ordered = [records[s] for s in sorted(records)]
         self._remember(ordered)
         return ordered
@@ -217,7 +228,7 @@ class GradientRecorder:
         start = 3 + len(self.params)
         blocks = values[start : start + len(self.block_names)]
         gradient.update((f"block_grad_norm/{n}", v) for n, v in zip(self.block_names, blocks))
-        scalars = {"loss/train": loss, "lr": lr, **({} if skip else gradient)}
+        scalars = {"loss/train": loss, "lr": float(lr), **({} if skip else gradient)}
         if self.clipping:
             scalars["clip/fraction"] = self.clip_fraction() or 0.0
         if self.scaling:

@@ -7,9 +7,9 @@ Where each thing is measured:
 - in `monitor.step(loss)`, the per-layer gradient norms and the diagnostics that read the
   gradient, before the loop's clipping (with a GradScaler: divided by its scale at flush, since
   the loop unscales later and only once);
-- in the optimizer's step post-hook, the gradient the optimizer used (the loop's clipping,
-  found by the gradients' version counters, costs a norm only when it changed something) and
-  the update (update ratios).
+- in the optimizer's step pre-hook, the gradient the optimizer is given: measured again only
+  in a loop that changed it since (clipping, unscaling: the gradients' version counters say so,
+  without reading them); in its post-hook, the update (update ratios).
 
 Nothing is read on the host until a flush, about once a second, as in gradexp's own loop, so
 `monitor.diverged` is set at the flush that finds a non-finite loss or gradient. Under
@@ -17,10 +17,12 @@ DistributedDataParallel only rank 0 records; backward has synchronized the gradi
 """
 
 import atexit
+import os
 import sys
 import time
 import weakref
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -110,6 +112,7 @@ class Monitor:
             self._tracer = Tracer(self.module, with_grad_only=True)
             self._tracer.start()
             self._handles.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+            self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
             _close_at_exit(self)
 
@@ -119,30 +122,42 @@ class Monitor:
         (with gradient accumulation, after the last micro-batch's)."""
         if not self.recording or self.summary is not None:
             return
-        unwatched = self.network is None  # the loop called submodules only: no hooks this step
-        if unwatched:
-            if not self._tracer.calls:
-                raise RuntimeError(
-                    "gradexp.watch: monitor.step() came before the model's first forward pass with "
-                    "gradients; call it right after loss.backward()"
-                )
-            self._build(self._tracer.network())
-        if self._pending is not None:  # the last step had no optimizer update (a skipped AMP step)
-            self._finish_step(applied=False)
+        if self.network is None and not self._tracer.calls:
+            raise RuntimeError(
+                "gradexp.watch: monitor.step() came before the model's first forward pass with "
+                "gradients; call it right after loss.backward()"
+            )
         if self.raise_on_divergence and self.diverged is not None:
             raise Diverged(self.diverged)
+        with self._guard():
+            self._measure(loss)
+
+    def _measure(self, loss: Tensor | float) -> None:
+        watched = self._capturing  # the diagnostics' hooks were open through this step's passes
         self._stop_capture()
+        if self.network is None:  # the loop called submodules only: traced as it ran
+            self._build(self._tracer.network())
+        if self._pending is not None:  # the last step had no optimizer update (a skipped AMP step)
+            self._finish_step(applied=False, open_capture=False)
         step = self.steps
         scale = self.scaler._get_scale_async().detach().clone() if self.scaler else None
         self.recorder.measure()
         grads = [weakref.ref(p.grad) if p.grad is not None else None for p in self.recorder.params]
         versions = [p.grad._version if p.grad is not None else -1 for p in self.recorder.params]
-        diagnose = self.diagnostics is not None and self.diagnostics.due(step) and not unwatched
-        if diagnose:
-            self.diagnostics.before_update(step, None, None, scale, scaled_gradients=self.scaled_gradients)
-        loss = loss.detach().float().mean() if isinstance(loss, Tensor) else torch.tensor(float(loss))
-        lr = self.optimizer.param_groups[0]["lr"]
-        self._pending = (step, loss, float(lr), scale, diagnose, grads, versions)
+        diagnose = self.diagnostics is not None and self.diagnostics.due(step)
+        if diagnose:  # the measurements that need hooks only where they were open through the pass
+            self.diagnostics.before_update(
+                step, None, None, scale, scaled_gradients=self.scaled_gradients, hooked=watched
+            )
+        if isinstance(loss, Tensor):
+            loss = loss.detach().float().mean()
+        else:
+            loss = torch.tensor(
+                float(loss), device=self.recorder.params[0].device if self.recorder.params else None
+            )
+        lr = self.optimizer.param_groups[0]["lr"]  # a tensor (capturable optimizers) is read at flush
+        lr = lr.detach().clone() if isinstance(lr, Tensor) else float(lr)
+        self._pending = [step, loss, lr, scale, diagnose, grads, versions, None]
 
     def log(self, metrics: dict[str, Tensor | float], step: int | None = None) -> None:
         """The loop's own scalars (`loss/val`, `acc/val`: the summary's final values), at `step`
@@ -176,15 +191,16 @@ class Monitor:
         if self.summary is not None:
             return self.summary
         _OPEN.discard(self)
-        if self._pending is not None:
-            self._finish_step(applied=False)
-        self._stop_capture()
-        self._stop_tracer()
         for handle in self._handles:
             handle.remove()
+        self._handles = []
+        self._stop_tracer()
+        self._stop_capture()
+        if self._pending is not None:
+            self._finish_step(applied=False, open_capture=False)
         final = {}
         if self.recorder is not None:
-            self._flush()
+            self._flush(final=True)
             if self.diverged is not None and status != "failed":
                 status = "diverged"
             final = {
@@ -210,7 +226,7 @@ class Monitor:
         return self
 
     def __exit__(self, kind, exc, traceback) -> bool:
-        if kind is None:
+        if kind is None or issubclass(kind, Diverged):  # its own: the status says diverged
             self.close()
         elif issubclass(kind, KeyboardInterrupt):
             self.close("interrupted")
@@ -222,20 +238,43 @@ class Monitor:
     def _on_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Before the model's first call with gradients (not the loop's evaluation): find the
         network by tracing that call's inputs, then open the hooks if step 0 is diagnostic."""
-        if self.network is not None or self._tracing or not torch.is_grad_enabled():
-            return
-        self._stop_tracer()
-        self._tracing = True
-        try:
-            network = discover(self.module, args, kwargs)
-        finally:
-            self._tracing = False
-        self._build(network)
-        self._open_capture()
+        if self.network is not None or self._tracing or not torch.is_grad_enabled() or _world() > 1:
+            return  # with several processes, no pass of rank 0's own: the passive trace finds it
+        with self._guard():
+            self._stop_tracer()
+            self._tracing = True
+            try:
+                network = discover(self.module, args, kwargs)
+            finally:
+                self._tracing = False
+            self._build(network)
+            self._open_capture()
+
+    def _before_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """The gradient the optimizer is about to apply: after the loop's clipping and unscaling,
+        before an optimizer that edits .grad in place (SGD with Nesterov, foreach) has run."""
+        if self._pending is not None and self._pending[-1] is None:
+            with self._guard():
+                self._pending[-1] = self._applied_total()
 
     def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
         if self._pending is not None:
-            self._finish_step(applied=True)
+            with self._guard():
+                self._finish_step(applied=True)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A failure of gradexp's own inside the loop's hooks never stops the loop: it is said
+        once, on stderr, and the monitor closes as failed with what it had recorded."""
+        try:
+            yield
+        except Exception as problem:  # noqa: BLE001 (anything: the user's training must go on)
+            print(f"gradexp.watch stopped recording: {type(problem).__name__}: {problem}", file=sys.stderr)
+            self._pending = None
+            try:
+                self.close("failed", f"{type(problem).__name__}: {problem}")
+            except Exception as closing:  # noqa: BLE001
+                print(f"gradexp.watch could not close {self.run_dir}: {closing}", file=sys.stderr)
 
     # inside
     def _stop_tracer(self) -> None:
@@ -281,31 +320,41 @@ class Monitor:
             self._capture.close()
             self._capturing = False
 
-    def _finish_step(self, applied: bool) -> None:
+    def _finish_step(self, applied: bool, open_capture: bool = True) -> None:
         """Record the pending step with the total norm of the gradient the optimizer used (the
         measured one unless the loop changed a gradient since: clipping, unscaling), then what
         the update did; flush when due."""
-        step, loss, lr, scale, diagnose, grads, versions = self._pending
+        step, loss, lr, scale, diagnose, grads, versions, used = self._pending
+        if used is None:  # no pre-hook between step() and the update: a closure step (Lightning)
+            used = self._applied_total() if applied else self._measured_total()
         self._pending = None
-        params = self.recorder.params
-        changed = any(
-            p.grad is not (g() if g is not None else None) or (p.grad is not None and p.grad._version != v)
-            for p, g, v in zip(params, grads, versions)
-        )
-        if applied and changed:
-            used = self.recorder.current_total()
-        else:
-            used = self.recorder.total_norm() / scale if self.scaled_gradients else self.recorder.total_norm()
         self.recorder.record_step(step, loss, lr, used, scale)
         if diagnose:
             self.diagnostics.after_update()
         self.steps = step + 1
-        self._open_capture()
+        if open_capture:
+            self._open_capture()
         if self.recorder.due():
             self._flush()
 
-    def _flush(self) -> None:
-        records = self.recorder.flush()
+    def _applied_total(self) -> Tensor:
+        """The total norm of the gradients now: measured again only where the loop changed one
+        since step() (in place, as clipping and unscaling do, or by replacing it), which the
+        gradients' version counters tell without reading them. (An edit through `.grad.data`
+        bypasses the counter; torch's own clipping and GradScaler do not.)"""
+        _, _, _, _, _, grads, versions, _ = self._pending
+        changed = any(
+            p.grad is not (g() if g is not None else None) or (p.grad is not None and p.grad._version != v)
+            for p, g, v in zip(self.recorder.params, grads, versions)
+        )
+        return self.recorder.current_total() if changed else self._measured_total()
+
+    def _measured_total(self) -> Tensor:
+        total = self.recorder.total_norm()
+        return total / self._pending[3] if self.scaled_gradients else total
+
+    def _flush(self, final: bool = False) -> None:
+        records = self.recorder.flush(final)
         for sink in self.sinks:
             sink.write(records)
 
@@ -369,8 +418,19 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, bool]:
 
 
 def _rank() -> int:
+    """This process's rank: from the process group, else from torchrun's environment (a monitor
+    made before init_process_group)."""
     dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", 0))
+
+
+def _world() -> int:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _default_run_dir() -> Path:
@@ -402,10 +462,14 @@ def _close_at_exit(monitor: Monitor) -> None:
 
 def _close_open_monitors() -> None:
     exc = _UNCAUGHT[-1] if _UNCAUGHT else None
+    if exc is None or isinstance(exc, Diverged):
+        status, error = "completed", None  # a divergence found makes it "diverged"
+    elif isinstance(exc, KeyboardInterrupt):
+        status, error = "interrupted", None
+    else:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
     for monitor in list(_OPEN):
-        if exc is None:
-            monitor.close()
-        elif isinstance(exc, KeyboardInterrupt):
-            monitor.close("interrupted")
-        else:
-            monitor.close("failed", f"{type(exc).__name__}: {exc}")
+        try:
+            monitor.close(status, error)
+        except Exception as problem:  # the process is ending: say so, and close the others
+            print(f"gradexp.watch: could not close {monitor.run_dir}: {problem}", file=sys.stderr)

@@ -21,10 +21,13 @@ class Classifier(pl.LightningModule):
         self.encoder = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU())
         self.head = nn.Linear(32, 3)
         self.norms: list[dict[str, float]] = []
+        self.losses: list[float] = []
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        return F.cross_entropy(self.head(self.encoder(x)), y)
+        loss = F.cross_entropy(self.head(self.encoder(x)), y)
+        self.losses.append(loss.item())
+        return loss
 
     def on_before_optimizer_step(self, optimizer):
         self.norms.append({k: v.item() for k, v in grad_norm(self, norm_type=2).items()})
@@ -40,6 +43,7 @@ def test_the_callback_records_lightnings_grad_norm_before_its_clipping(tmp_path)
     model, callback = Classifier(), GradexpCallback(tmp_path, log_every=1, diagnostics_every=2, report=False)
     trainer = pl.Trainer(
         max_steps=6,
+        accumulate_grad_batches=2,
         accelerator="cpu",
         gradient_clip_val=0.01,
         callbacks=[callback],
@@ -58,6 +62,8 @@ def test_the_callback_records_lightnings_grad_norm_before_its_clipping(tmp_path)
         assert recorded == pytest.approx([norms[f"grad_2.0_norm/{p}"] for p in paths], rel=1e-5)
         assert scalars["grad_norm/total"][step] == pytest.approx(norms["grad_2.0_norm_total"], rel=1e-5)
         assert scalars["grad_norm/total_clipped"][step] == pytest.approx(0.01, rel=1e-3)
+        micro_batches = model.losses[2 * step : 2 * step + 2]  # the step's loss: their mean
+        assert scalars["loss/train"][step] == pytest.approx(sum(micro_batches) / 2, rel=1e-5)
     assert summary["clip_fraction"] == 1.0
     # its training_step never calls the module itself: the network is traced as it trains, and
     # the hooks' diagnostics begin at the first diagnostic step after step 0

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from gradexp.config.validate import validate
-from gradexp.engine import _precision_summary, build_run, train
+from gradexp.engine import build_run, train
+from gradexp.outcome import _precision_summary
 from gradexp.precision import precision_problem
 from tests.conftest import (
     logged_steps,
@@ -114,7 +115,7 @@ def test_a_scale_below_one_that_keeps_skipping_is_reported_as_collapsed(tmp_path
         run.recorder.record_step(step, torch.tensor(1.0), 0.1, None, run.precision.current_scale())
     run.recorder.flush()
     assert run.recorder.divergence is None
-    summary = _precision_summary(run)
+    summary = _precision_summary(run.recorder, run.precision.name, run.precision.loss_scale)
     assert summary["amp_scale_collapsed"] is True and summary["amp_skipped_in_a_row_at_end"] == 3
 
 

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import gradexp
@@ -21,6 +22,14 @@ from gradexp.engine import train
 from tests.conftest import make_config, read_scalars, read_summary
 
 QUIET = {"report": False}
+
+
+def histogram(run_dir, tag: str) -> list[float]:
+    """Step 0's histogram of `tag`: min, max, sum and sum of squares."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"histograms": 0})
+    acc.Reload()
+    h = acc.Histograms(tag)[0].histogram_value
+    return [h.min, h.max, h.sum, h.sum_squares]
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -70,8 +79,11 @@ def test_a_watched_loop_records_the_norms_it_computes_by_hand_before_its_clippin
         assert recorded == pytest.approx(by_hand[step], rel=1e-5)
         assert scalars["grad_norm/total_clipped"][step] == pytest.approx(after_clip[step], rel=1e-5)
         assert scalars["grad_norm/total"][step] > 0.05 * 1.5 and scalars["clip/clipped"][step] == 1.0
-    assert 1 not in scalars["grad_norm/total"]  # log_every
+    assert sorted(scalars["grad_norm/total"]) == [0, 3, 6, 9, 11]  # log_every, and the last step
     assert summary["clip_fraction"] == 1.0
+    hooks = [model._forward_pre_hooks, opt._optimizer_step_pre_hooks, opt._optimizer_step_post_hooks]
+    hooks += [m._forward_hooks for m in model.modules()] + [m._forward_pre_hooks for m in model.modules()]
+    assert not any(hooks)  # close() leaves the model and the optimizer as they were
 
 
 def test_the_update_ratio_is_the_one_from_the_weights_before_and_after_the_step(tmp_path):
@@ -100,7 +112,7 @@ def test_under_a_grad_scaler_the_recorded_norms_are_unscaled_and_the_scale_is_re
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
     monitor = gradexp.watch(
-        model, opt, tmp_path, log_every=1, diagnostics_every=1, histograms_every=None, scaler=scaler, **QUIET
+        model, opt, tmp_path, log_every=1, diagnostics_every=1, histograms_every=1, scaler=scaler, **QUIET
     )
     by_hand, signal_scale = {}, {}
     for step in range(4):
@@ -136,6 +148,10 @@ def test_under_a_grad_scaler_the_recorded_norms_are_unscaled_and_the_scale_is_re
     assert read_scalars(tmp_path / "plain")[f"grad_signal/{first}"][0] == pytest.approx(
         scalars[f"grad_signal/{first}"][0], rel=1e-5
     )
+    scaled, plain_histogram = (
+        histogram(folder, f"gradients/{first}") for folder in (tmp_path, tmp_path / "plain")
+    )
+    assert scaled == pytest.approx(plain_histogram, rel=1e-5)  # min, max, sum, sum of squares
     assert summary["loss_scale"] == "dynamic" and summary["amp_skipped_steps"] == 0
 
 
@@ -284,3 +300,68 @@ def test_step_before_any_forward_pass_says_where_to_call_it(tmp_path):
         monitor.step(0.0)
     monitor.close()
     assert read_summary(tmp_path)["status"] == "completed"
+
+
+def test_a_step_the_grad_scaler_skips_is_counted_not_taken_for_a_divergence(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    monitor = gradexp.watch(model, opt, tmp_path, log_every=1, diagnostics_every=1, scaler=scaler, **QUIET)
+    for step in range(4):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if step == 1:  # an overflow, as float16 would give: the scaler skips this update
+            weights(model)[0].grad[0, 0] = float("inf")
+        monitor.step(loss)
+        scaler.step(opt)
+        scaler.update()
+    summary = monitor.close()
+    scalars = read_scalars(tmp_path)
+    assert summary["status"] == "completed" and summary["amp_skipped_steps"] == 1
+    assert 1 not in scalars["grad_norm/total"] and {0, 2, 3} <= set(scalars["grad_norm/total"])
+    assert scalars["amp/scale"][2] == scalars["amp/scale"][1] / 2  # the scale halved after the skip
+    assert scalars["amp/skipped"][3] == 1.0
+    # nothing read off the skipped step's backward is written, and the step after it ran without
+    # the hooks (they open at an update, which came late): no hook signal there, but the rest
+    assert sorted(scalars[f"grad_signal/{summary['layers'][0]}"]) == [0, 3]
+    assert sorted(scalars[f"update_ratio/{summary['layers'][0]}"]) == [0, 1, 2, 3]
+    assert scalars[f"update_ratio/{summary['layers'][0]}"][1] == 0.0  # the skipped update
+
+
+def test_a_divergence_raised_inside_a_with_block_leaves_status_diverged(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(gradexp.Diverged):
+        with gradexp.watch(model, opt, tmp_path, raise_on_divergence=True, **QUIET) as monitor:
+            for step in range(5):
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y) * (float("inf") if step == 2 else 1.0)
+                loss.backward()
+                monitor.step(loss)
+                opt.step()
+                monitor.flush()
+    summary = read_summary(tmp_path)
+    assert (summary["status"], summary["diverged_step"], summary["error"]) == ("diverged", 2, None)
+
+
+def test_a_failure_inside_gradexp_never_stops_the_users_loop(tmp_path, monkeypatch, capsys):
+    from gradexp.diagnostics.monitor import Diagnostics
+
+    def broken(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Diagnostics, "after_update", broken)
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = gradexp.watch(model, opt, tmp_path, diagnostics_every=1, **QUIET)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        monitor.step(loss)
+        opt.step()  # the post-hook fails at the first step; the loop goes on
+    assert "gradexp.watch stopped recording: OSError: disk full" in capsys.readouterr().err
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed" and summary["error"] == "OSError: disk full"
+    assert not opt._optimizer_step_post_hooks and not model._forward_pre_hooks

@@ -74,16 +74,20 @@ class Diagnostics:
         loss_fn: Callable | None,
         loss_scale: Tensor | None = None,
         scaled_gradients: bool = False,
+        hooked: bool = True,
     ) -> None:
         """Run the due measurements; a step where only histograms are due records histograms
         alone (with the activations that the measurements feeding them captured). The hooks saw
         the gradient of the loss / grad_accum, times the loss scale: `grad_scale` undoes both.
         `scaled_gradients`: the weights' .grad still carry the loss scale (a user's loop, before
-        its GradScaler unscales them); their histograms are divided by it."""
+        its GradScaler unscales them); their histograms are divided by it. `hooked`: the hooks
+        were open through the step's passes; where not, the measurements that need them wait."""
         self.context.grad_scale = self.accum_factor if loss_scale is None else self.accum_factor / loss_scale
         signals = self._every(self.cfg.every, step)
         tags, parts, activations = [], [], {}
         for m in self.measurements:
+            if m.needs and not hooked:
+                continue
             if signals or m.due_with_histograms:
                 out = m.measure(self.capture, batch, loss_fn)
                 activations.update(out.activations)
@@ -92,6 +96,7 @@ class Diagnostics:
         if self._every(self.cfg.histograms_every, step):
             self._histograms(step, activations, loss_scale if scaled_gradients else None)
         self._pending = (step, tags, parts) if signals else None
+        self.capture.clear()  # the batch's activations and gradients are not kept to the next step
 
     @torch.no_grad()
     def after_update(self) -> None:

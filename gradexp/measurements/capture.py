@@ -38,10 +38,8 @@ class Capture:
     @contextmanager
     def hooks(self) -> Iterator[None]:
         n = self.network
-        self.layer_grads = [[] for _ in n.layers]
-        self.act_inputs, self.act_outputs = [None] * len(n.activations), [None] * len(n.activations)
-        self.block_outputs, self.block_grads = [None] * len(n.blocks), [None] * len(n.blocks)
-        self._calls, self._copies = {}, {}
+        self.clear()
+        self._calls = {}
         self._sealed = False  # a gradient has come back: the watched forward pass is over
         handles = []
         if "layers" in self.needs:
@@ -64,6 +62,14 @@ class Capture:
         finally:
             for handle in handles:
                 handle.remove()
+
+    def clear(self) -> None:
+        """Drop the references the last diagnostic step's hooks kept."""
+        n = self.network
+        self.layer_grads = [[] for _ in n.layers]
+        self.act_inputs, self.act_outputs = [None] * len(n.activations), [None] * len(n.activations)
+        self.block_outputs, self.block_grads = [None] * len(n.blocks), [None] * len(n.blocks)
+        self._copies = {}
 
     def _watching(self) -> bool:
         return not self._sealed and torch.is_grad_enabled()
