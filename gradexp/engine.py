@@ -157,6 +157,14 @@ def build_run(
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
     task = build_task(config.task, t.seed).to(device)
+    n_train = task.x_train.shape[0]
+    if t.batch_size > n_train:  # task=custom: its size is known now
+        raise ConfigError(
+            "trainer.batch_size",
+            t.batch_size,
+            f"the training data has {n_train} examples",
+            f"an integer <= {n_train}",
+        )
     model = build_model(config, task).to(device)
     precision = Precision(t.precision, t.loss_scale, device)
     problem = run_problem(precision, model, device)

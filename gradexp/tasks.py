@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradexp import datasets
+from gradexp import custom_data, datasets
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import TaskConfig
 
@@ -203,16 +203,25 @@ def _channel_mean_std(images: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack(means).float(), torch.stack(stds).float()
 
 
+def custom(cfg: TaskConfig, g: torch.Generator) -> Task:
+    """The user's own data (`custom_data`), from the function task._target_ names."""
+    x_train, y_train, x_val, y_val, d_out = custom_data.load(cfg, g.initial_seed())
+    return Task(x_train, y_train, x_val, y_val, d_out=d_out, classification=cfg.loss == "cross_entropy")
+
+
 TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
-    f.__name__: f for f in (blobs, teacher, adding, images, tokens)
+    f.__name__: f for f in (blobs, teacher, adding, images, tokens, custom)
 } | {name: published for name in datasets.SOURCES}
-SYNTHETIC = tuple(name for name in TASKS if name not in datasets.SOURCES)  # generated, never downloaded
+SYNTHETIC = ("blobs", "teacher", "adding", "images", "tokens")  # generated, never downloaded
 IMAGES = ("images", *datasets.SOURCES)  # the tasks whose examples are images (channels, height, width)
 
 
-def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int]:
+def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int] | None:
     """(one example's input shape, the number of outputs), from the config alone: what the
-    model is built for, and what the memory check sizes before anything is generated."""
+    model is built for, and what the memory check sizes before anything is generated. None for
+    task=custom, whose shapes are known once its function has run."""
+    if cfg.name == "custom":
+        return None
     if cfg.name == "adding":
         return (cfg.seq_len, 2), 1
     if cfg.name == "images":

@@ -107,7 +107,7 @@ def test_help_lists_every_group_and_its_choices(tmp_path):
         "norm": "batchnorm, layernorm, none",
         "optimizer": "adagrad, adam, adamw, momentum, nesterov, rmsprop, sgd",
         "scheduler": "cosine, exponential, none, step",
-        "task": "adding, blobs, cifar10, fashion_mnist, images, mnist, teacher, tokens",
+        "task": "adding, blobs, cifar10, custom, fashion_mnist, images, mnist, teacher, tokens",
     }
     for group, choices in expected.items():
         assert f"{group}: {choices}" in result.stdout

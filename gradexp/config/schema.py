@@ -79,6 +79,8 @@ class TaskConfig:
     order: int = 2  # tokens: how many previous tokens the next one depends on
     sharpness: float = 2.0  # tokens: std of the next-token logits; higher is more predictable
     data_dir: str | None = None  # mnist, fashion_mnist, cifar10: the download cache (datasets.data_dir)
+    _target_: str | None = None  # custom: module.callable, the function that returns the data
+    loss: str = "cross_entropy"  # custom: cross_entropy (class labels) | mse (real-valued targets)
 
 
 @dataclass

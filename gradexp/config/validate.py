@@ -15,8 +15,10 @@ from gradexp.config.checks import at_least, choice, fraction, positive, require
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.schema import GROUP_SCHEMAS, RunConfig
+from gradexp.custom_data import EXAMPLE, LOSSES
 from gradexp.datasets import SOURCES
 from gradexp.device import device_problem, host_memory_bytes, resolve_device
+from gradexp.importing import import_callable
 from gradexp.initializers import INITIALIZERS, KAIMING_MODES, KAIMING_NONLINEARITIES
 from gradexp.models import MODELS
 from gradexp.norms import NORMS
@@ -201,6 +203,13 @@ def _check_task_shapes(c: RunConfig) -> None:
     at_least(c, "task", "vocab", 2)
     at_least(c, "task", "order", 1)
     at_least(c, "task", "sharpness", 0.0)
+    if c.task.name == "custom":
+        choice("task.loss", c.task.loss, LOSSES)
+        if not c.task._target_:
+            raise ConfigError(
+                "task._target_", NO_VALUE, "missing: task=custom trains on what it returns", EXAMPLE
+            )
+        import_callable(c.task._target_, "task._target_", EXAMPLE)  # imported now, called once the run starts
     source = SOURCES.get(c.task.name)
     if source is not None:  # a published dataset: its splits have the sizes they have
         require(
@@ -314,7 +323,7 @@ def _check_combinations(c: RunConfig) -> None:
             "an integer >= 2 with norm=batchnorm (it normalizes over the batch)",
         )
     require(
-        c.trainer.batch_size <= c.task.n_train,
+        c.task.name == "custom" or c.trainer.batch_size <= c.task.n_train,  # custom: checked once loaded
         "trainer.batch_size",
         c.trainer.batch_size,
         f"an integer <= task.n_train ({c.task.n_train})",
@@ -339,10 +348,10 @@ def _check_fits_in_memory(c: RunConfig) -> None:
     refused here, in one line naming the key that makes it so: built, it would fail with a
     traceback from the allocator, or build layers until the machine runs out of memory. (On a
     GPU with less memory than the machine, a run can still run out of the GPU's.)"""
-    limit = host_memory_bytes()
-    if limit is None:
+    limit, shapes = host_memory_bytes(), data_shape(c.task)
+    if limit is None or shapes is None:  # task=custom: its data is in memory before the model is built
         return
-    input_shape, outputs = data_shape(c.task)
+    input_shape, outputs = shapes
     parts = [  # (the key that drives the part, its bytes)
         (
             _largest(c, "task", ("n_train", "n_val", "d_in", "seq_len", "size")),

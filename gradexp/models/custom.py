@@ -14,10 +14,7 @@ own with `gradexp_layers()` and `gradexp_blocks()`. `init=default` keeps its own
 any other init sets every weight matrix (and `init.bias` every bias) as it does for an MLP.
 """
 
-import importlib
 import inspect
-import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +25,7 @@ from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from gradexp.config.errors import NO_VALUE, ConfigError
+from gradexp.importing import first_line_of, import_callable
 from gradexp.models.spec import ModelSpec, register
 from gradexp.precision import autocast
 
@@ -70,37 +68,7 @@ def _check(c) -> None:
 
 
 def _import(target: str):
-    """The callable at `target`: in an installed module, or in one beside where gradexp runs (as
-    `python -m` would find it; a console script's sys.path has no working directory)."""
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.append(here)  # last: a file here never shadows an installed module
-    try:
-        found = _locate(target)
-    except Exception as error:  # noqa: BLE001 (any import failure is the user's path or module)
-        raise ConfigError(KEY, target, f"cannot be imported: {_first_line(error)}", EXAMPLE) from None
-    if not callable(found):
-        raise ConfigError(KEY, target, "is not callable", EXAMPLE)
-    return found
-
-
-def _locate(path: str):
-    """The object at a dotted path: the longest prefix that is a module, then its attributes.
-    (Hydra's own locate logs its failures; here they are one line.) An error inside the module,
-    such as a missing dependency or a syntax error, is raised as it is."""
-    parts = path.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        name = ".".join(parts[:cut])
-        try:
-            found = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
-                continue  # this prefix is no module: try a shorter one
-            raise
-        for attribute in parts[cut:]:
-            found = getattr(found, attribute)
-        return found
-    return importlib.import_module(path)
+    return import_callable(target, KEY, EXAMPLE)
 
 
 def _arguments(m: CustomModelConfig, signature: inspect.Signature, input_shape, d_out) -> dict:
@@ -123,7 +91,7 @@ def _build(c, task) -> nn.Module:
         model = instantiate({"_target_": c.model.target, **arguments}, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__ or error
-        raise ConfigError(KEY, c.model.target, f"could not be built: {_first_line(cause)}") from None
+        raise ConfigError(KEY, c.model.target, f"could not be built: {first_line_of(cause)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(KEY, c.model.target, f"built a {type(model).__name__}, not an nn.Module")
     _check_output(model, c, task)
@@ -145,7 +113,7 @@ def _check_output(model: nn.Module, c, task) -> None:
         raise ConfigError(
             KEY,
             c.model.target,
-            f"fails on task={c.task.name}'s input of shape {tuple(x.shape)}: {_first_line(error)}",
+            f"fails on task={c.task.name}'s input of shape {tuple(x.shape)}: {first_line_of(error)}",
         ) from None
     if not any(p.requires_grad and p.dim() >= 2 for p in model.parameters()):
         raise ConfigError(
@@ -160,11 +128,6 @@ def _check_output(model: nn.Module, c, task) -> None:
             f"gives an output of shape {got} for an input of shape {tuple(x.shape)}; "
             f"task={c.task.name} needs {want} (its d_out is passed to the model as `d_out`)",
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _describe(model, activation, norm) -> str:

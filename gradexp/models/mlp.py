@@ -160,6 +160,6 @@ register(
         init_blocks=MLP.weight_blocks,
         groups=("activation", "norm"),
         predict=_predict,
-        tasks=("blobs", "teacher", "adding", *IMAGES),  # images read flat; token ids are no vector
+        tasks=("blobs", "teacher", "adding", *IMAGES, "custom"),  # images read flat; token ids are no vector
     )
 )

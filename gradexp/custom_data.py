@@ -1,0 +1,113 @@
+"""Your own data: `task=custom task._target_=<module>.<callable>`, a function that returns the
+training and validation data, trained on as the built-in tasks are.
+
+It may return four tensors, `(x_train, y_train, x_val, y_val)`, or two datasets of `(x, y)`
+pairs (any `torch.utils.data.Dataset` with a length), which are read once into tensors: like
+every task, the data lives on the training device. It is called with `seed=trainer.seed` when
+its signature takes it. `task.loss` says what the targets are: `cross_entropy`, integer class
+labels per example (or per position of a sequence), with as many outputs as the classes seen;
+or `mse`, real-valued targets, with as many outputs as a target has values.
+"""
+
+import inspect
+
+import torch
+from torch import Tensor
+
+from gradexp.config.errors import ConfigError
+from gradexp.config.schema import TaskConfig
+from gradexp.importing import first_line_of, import_callable
+
+KEY = "task._target_"
+EXAMPLE = "a function returning (x_train, y_train, x_val, y_val) or (train_set, val_set), e.g. mydata.load"
+LOSSES = ("cross_entropy", "mse")
+
+
+def load(cfg: TaskConfig, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """The four tensors, checked, and the number of outputs the model needs."""
+    target = import_callable(cfg._target_, KEY, EXAMPLE)
+    try:
+        takes_seed = "seed" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        takes_seed = False
+    try:
+        returned = target(seed=seed) if takes_seed else target()
+    except Exception as error:  # noqa: BLE001 (the user's own code failed)
+        raise ConfigError(KEY, cfg._target_, f"failed: {first_line_of(error)}") from None
+    x_train, y_train, x_val, y_val = _tensors(cfg._target_, returned)
+    for split, x, y in (("training", x_train, y_train), ("validation", x_val, y_val)):
+        if len(x) == 0 or len(x) != len(y):
+            problem = f"gives {len(x)} {split} inputs and {len(y)} targets"
+            raise ConfigError(KEY, cfg._target_, problem + ": at least one, as many of each", EXAMPLE)
+    if x_train.shape[1:] != x_val.shape[1:]:
+        shapes = f"{tuple(x_train.shape[1:])} to train on and {tuple(x_val.shape[1:])} to validate"
+        raise ConfigError(KEY, cfg._target_, f"gives inputs of shape {shapes}: one shape for both")
+    if x_train.is_floating_point():
+        x_train, x_val = x_train.float(), x_val.float()
+    read = _labels if cfg.loss == "cross_entropy" else _targets
+    y_train, y_val, d_out = read(cfg, y_train, y_val)
+    return x_train, y_train, x_val, y_val, d_out
+
+
+def _tensors(target: str, returned) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if (
+        isinstance(returned, tuple | list)
+        and len(returned) == 4
+        and all(isinstance(t, Tensor) for t in returned)
+    ):
+        return tuple(t.detach().cpu() for t in returned)
+    if isinstance(returned, tuple | list) and len(returned) == 2 and all(_is_dataset(d) for d in returned):
+        return (*_read(target, returned[0], "training"), *_read(target, returned[1], "validation"))
+    kind = type(returned).__name__ + (f" of {len(returned)}" if isinstance(returned, tuple | list) else "")
+    raise ConfigError(KEY, target, f"returned a value of type {kind}", EXAMPLE)
+
+
+def _is_dataset(data) -> bool:
+    return hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, Tensor)
+
+
+def _read(target: str, dataset, split: str) -> tuple[Tensor, Tensor]:
+    """A dataset's (x, y) pairs as two tensors, one example after another."""
+    try:
+        pairs = [dataset[i] for i in range(len(dataset))]
+        return torch.stack([torch.as_tensor(x) for x, _ in pairs]), torch.stack(
+            [torch.as_tensor(y) for _, y in pairs]
+        )
+    except Exception as error:  # noqa: BLE001 (items that are no (x, y) pairs of one shape)
+        problem = f"gave a {split} set whose items are not (x, y) pairs of tensors of one shape"
+        raise ConfigError(KEY, target, f"{problem}: {first_line_of(error)}") from None
+
+
+def _labels(cfg: TaskConfig, y_train: Tensor, y_val: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Class labels: integers from 0, one per example (or per position of a sequence)."""
+    if y_train.is_floating_point() or y_train.is_complex() or y_train.dtype == torch.bool:
+        raise ConfigError(
+            "task.loss",
+            cfg.loss,
+            f"needs integer class labels; {cfg._target_} gives {y_train.dtype} targets",
+            "mse for real-valued targets",
+        )
+    low = min(int(y_train.min()), int(y_val.min()))
+    if low < 0:
+        raise ConfigError(KEY, cfg._target_, f"gives the class label {low}: labels count from 0")
+    classes = max(int(y_train.max()), int(y_val.max())) + 1
+    return y_train.long(), y_val.long(), classes
+
+
+def _targets(cfg: TaskConfig, y_train: Tensor, y_val: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Real-valued targets: a vector per example (a number is a vector of one)."""
+    if not y_train.is_floating_point():
+        raise ConfigError(
+            "task.loss",
+            cfg.loss,
+            f"needs real-valued targets; {cfg._target_} gives {y_train.dtype} ones",
+            "cross_entropy for class labels",
+        )
+    y_train, y_val = (y.float().reshape(len(y), -1) if y.dim() < 2 else y.float() for y in (y_train, y_val))
+    if y_train.shape[1:] != y_val.shape[1:]:
+        raise ConfigError(
+            KEY,
+            cfg._target_,
+            f"gives targets of shapes {tuple(y_train.shape[1:])} and {tuple(y_val.shape[1:])}: one for both",
+        )
+    return y_train, y_val, y_train.shape[-1]
