@@ -162,7 +162,6 @@ class Tracer:
         self._outputs: dict[int, tuple[nn.Module, Tensor]] = {}  # a tensor's id -> the module that made it
         self._handles: list = []
         self.recording = True  # until the first backward, with with_grad_only
-        self._hooked_backward = False
 
     def start(self) -> None:
         modules = list(self.model.modules())
@@ -191,9 +190,8 @@ class Tracer:
             return
         if _weights_of(module) == 1:
             self._outputs[id(output)] = (module, output)
-        if self.with_grad_only and output.requires_grad and not self._hooked_backward:
-            output.register_hook(self._backward_began)  # runs once backward reaches this output
-            self._hooked_backward = True
+        if self.with_grad_only and output.requires_grad:  # any output backward reaches ends the pass
+            output.register_hook(self._backward_began)
 
     def _backward_began(self, grad: Tensor) -> None:
         self.recording = False

@@ -365,3 +365,26 @@ def test_a_failure_inside_gradexp_never_stops_the_users_loop(tmp_path, monkeypat
     summary = read_summary(tmp_path)
     assert summary["status"] == "failed" and summary["error"] == "OSError: disk full"
     assert not opt._optimizer_step_post_hooks and not model._forward_pre_hooks
+
+
+def test_a_loop_calling_submodules_is_traced_over_its_first_pass_only(tmp_path):
+    """Never calling the model itself, the loop is traced as it trains: up to the first backward,
+    even where the first output it makes (an unused auxiliary head's) gets no gradient."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict(
+        {
+            "aux": nn.Linear(8, 2),
+            "encoder": nn.Sequential(nn.Linear(8, 16), nn.Tanh()),
+            "head": nn.Linear(16, 3),
+        }
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (x, y), monitor = data(), gradexp.watch(model, opt, tmp_path, log_every=1, grad_accum=2, **QUIET)
+    for half in (slice(0, 32), slice(32, 64)):  # two micro-batches before the first step()
+        model["aux"](x[half])  # made first, never in the loss
+        (F.cross_entropy(model["head"](model["encoder"](x[half])), y[half]) / 2).backward()
+    monitor.step(0.0)
+    opt.step()
+    summary = monitor.close()
+    assert [site.name for site in monitor.network.activations] == ["002_encoder.0"]  # one Tanh call
+    assert summary["layers"] == ["001_aux", "002_encoder.0", "003_head"]
