@@ -388,3 +388,26 @@ def test_a_loop_calling_submodules_is_traced_over_its_first_pass_only(tmp_path):
     summary = monitor.close()
     assert [site.name for site in monitor.network.activations] == ["002_encoder.0"]  # one Tanh call
     assert summary["layers"] == ["001_aux", "002_encoder.0", "003_head"]
+
+
+def test_the_loops_own_metrics_are_recorded_at_their_step_and_end_in_the_summary(tmp_path):
+    model, (x, y) = mlp(), data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    logged = {}
+    with gradexp.watch(model, opt, tmp_path, log_every=5, **QUIET) as monitor:
+        for step in range(7):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            monitor.step(loss)
+            opt.step()
+            if step % 3 == 0:
+                with torch.no_grad():
+                    val = F.cross_entropy(model(x[:16]), y[:16])
+                monitor.log({"loss/val": val, "acc/val": 0.25 * (step // 3)})  # a tensor and a float
+                logged[step] = val.item()
+    scalars, summary = read_scalars(tmp_path), read_summary(tmp_path)
+    assert scalars["loss/val"] == pytest.approx(logged)
+    assert scalars["acc/val"] == {0: 0.0, 3: 0.25, 6: 0.5}
+    assert summary["final_val_loss"] == pytest.approx(logged[6]) and summary["final_val_acc"] == 0.5
+    assert summary["initial_val_loss"] == pytest.approx(logged[0])
