@@ -14,9 +14,9 @@ import inspect
 import torch
 from torch import Tensor
 
-from gradexp.config.errors import ConfigError
+from gradexp.config.errors import ConfigError, first_line
 from gradexp.config.schema import TaskConfig
-from gradexp.importing import first_line_of, import_callable
+from gradexp.importing import import_callable
 
 KEY = "task._target_"
 EXAMPLE = "a function returning (x_train, y_train, x_val, y_val) or (train_set, val_set), e.g. mydata.load"
@@ -33,7 +33,7 @@ def load(cfg: TaskConfig, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, in
     try:
         returned = target(seed=seed) if takes_seed else target()
     except Exception as error:  # noqa: BLE001 (the user's own code failed)
-        raise ConfigError(KEY, cfg._target_, f"failed: {first_line_of(error)}") from None
+        raise ConfigError(KEY, cfg._target_, f"failed: {first_line(error, typed=True)}") from None
     x_train, y_train, x_val, y_val = _tensors(cfg._target_, returned)
     for split, x, y in (("training", x_train, y_train), ("validation", x_val, y_val)):
         if len(x) == 0 or len(x) != len(y):
@@ -75,7 +75,7 @@ def _read(target: str, dataset, split: str) -> tuple[Tensor, Tensor]:
         )
     except Exception as error:  # noqa: BLE001 (items that are no (x, y) pairs of one shape)
         problem = f"gave a {split} set whose items are not (x, y) pairs of tensors of one shape"
-        raise ConfigError(KEY, target, f"{problem}: {first_line_of(error)}") from None
+        raise ConfigError(KEY, target, f"{problem}: {first_line(error, typed=True)}") from None
 
 
 def _labels(cfg: TaskConfig, y_train: Tensor, y_val: Tensor) -> tuple[Tensor, Tensor, int]:

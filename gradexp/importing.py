@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-from gradexp.config.errors import ConfigError
+from gradexp.config.errors import ConfigError, first_line
 
 
 def import_callable(target: str, key: str, example: str):
@@ -17,16 +17,12 @@ def import_callable(target: str, key: str, example: str):
     try:
         found = _locate(target)
     except Exception as error:  # noqa: BLE001 (any import failure is the user's path or module)
-        raise ConfigError(key, target, f"cannot be imported: {first_line_of(error)}", example) from None
+        raise ConfigError(
+            key, target, f"cannot be imported: {first_line(error, typed=True)}", example
+        ) from None
     if not callable(found):
         raise ConfigError(key, target, "is not callable", example)
     return found
-
-
-def first_line_of(error: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _locate(path: str):

@@ -85,8 +85,7 @@ class GradientRecorder:
 
     def measure(self) -> None:
         """Measure every parameter's gradient norm with one batched kernel; call after backward."""
-        grads = [p.grad if p.grad is not None else self._no_grad(p) for p in self.params]
-        self._norms = norms(grads, self._layout)
+        self._norms = norms(self._grads(), self._layout)
 
     def _no_grad(self, p: Tensor) -> Tensor:
         """A parameter the loss did not reach has a zero gradient (one cached zero per device)."""
@@ -97,9 +96,10 @@ class GradientRecorder:
     def current_total(self) -> Tensor:
         """The total norm of the gradients as they are now (after a loop's clipping), leaving the
         measured per-parameter norms as they were."""
-        return total(
-            norms([p.grad if p.grad is not None else self._no_grad(p) for p in self.params], self._layout)
-        )
+        return total(norms(self._grads(), self._layout))
+
+    def _grads(self) -> list[Tensor]:
+        return [p.grad if p.grad is not None else self._no_grad(p) for p in self.params]
 
     def total_norm(self) -> Tensor:
         """The total norm of the last measured gradient (what clipping compares to max_norm)."""

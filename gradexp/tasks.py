@@ -209,10 +209,11 @@ def custom(cfg: TaskConfig, g: torch.Generator) -> Task:
     return Task(x_train, y_train, x_val, y_val, d_out=d_out, classification=cfg.loss == "cross_entropy")
 
 
+GENERATED = (blobs, teacher, adding, images, tokens)  # from the seed, never downloaded
 TASKS: dict[str, Callable[[TaskConfig, torch.Generator], Task]] = {
-    f.__name__: f for f in (blobs, teacher, adding, images, tokens, custom)
+    f.__name__: f for f in (*GENERATED, custom)
 } | {name: published for name in datasets.SOURCES}
-SYNTHETIC = ("blobs", "teacher", "adding", "images", "tokens")  # generated, never downloaded
+SYNTHETIC = tuple(f.__name__ for f in GENERATED)
 IMAGES = ("images", *datasets.SOURCES)  # the tasks whose examples are images (channels, height, width)
 
 

@@ -111,7 +111,8 @@ class Monitor:
         if self.recording:
             self._tracer = Tracer(self.module, with_grad_only=True)
             self._tracer.start()
-            self._handles.append(model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+            self._discovery = model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+            self._handles.append(self._discovery)
             self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
             _close_at_exit(self)
@@ -226,12 +227,7 @@ class Monitor:
         return self
 
     def __exit__(self, kind, exc, traceback) -> bool:
-        if kind is None or issubclass(kind, Diverged):  # its own: the status says diverged
-            self.close()
-        elif issubclass(kind, KeyboardInterrupt):
-            self.close("interrupted")
-        else:
-            self.close("failed", f"{kind.__name__}: {exc}")
+        self.close(*ending(exc))
         return False
 
     # hooks
@@ -285,6 +281,7 @@ class Monitor:
     def _build(self, network: Network) -> None:
         """The recorder, diagnostics and TensorBoard file, once the network is known."""
         self._stop_tracer()
+        self._discovery.remove()  # found: the model's later calls run without a hook of gradexp's
         self.network = network
         scaling = self.scaler is not None
         self.recorder = recorder = GradientRecorder(
@@ -417,6 +414,16 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, bool]:
             return model, compiled
 
 
+def ending(exc: BaseException | None) -> tuple[str, str | None]:
+    """The status and error a run ends with, for the exception that ended the loop (None: it
+    ended normally). gradexp's own `Diverged` is no failure: close() finds the divergence."""
+    if exc is None or isinstance(exc, Diverged):
+        return "completed", None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", None
+    return "failed", f"{type(exc).__name__}: {exc}"
+
+
 def _rank() -> int:
     """This process's rank: from the process group, else from torchrun's environment (a monitor
     made before init_process_group)."""
@@ -442,12 +449,14 @@ def _default_run_dir() -> Path:
 # a script that ended without close() still leave summary.json (interrupted, failed, completed).
 _OPEN: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 _UNCAUGHT: list[BaseException] = []
+_exit_handler_installed = False  # the excepthook and the exit handler, installed once
 
 
 def _close_at_exit(monitor: Monitor) -> None:
     """Note `monitor` as open; the first time, note uncaught exceptions (Python's excepthook
     runs before its exit handlers) and register the handler that closes what is still open."""
-    if not _OPEN and not getattr(_close_open_monitors, "registered", False):
+    global _exit_handler_installed
+    if not _exit_handler_installed:
         previous = sys.excepthook
 
         def note_uncaught(kind, value, traceback):
@@ -456,18 +465,12 @@ def _close_at_exit(monitor: Monitor) -> None:
 
         sys.excepthook = note_uncaught
         atexit.register(_close_open_monitors)
-        _close_open_monitors.registered = True
+        _exit_handler_installed = True
     _OPEN.add(monitor)
 
 
 def _close_open_monitors() -> None:
-    exc = _UNCAUGHT[-1] if _UNCAUGHT else None
-    if exc is None or isinstance(exc, Diverged):
-        status, error = "completed", None  # a divergence found makes it "diverged"
-    elif isinstance(exc, KeyboardInterrupt):
-        status, error = "interrupted", None
-    else:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    status, error = ending(_UNCAUGHT[-1] if _UNCAUGHT else None)
     for monitor in list(_OPEN):
         try:
             monitor.close(status, error)

@@ -50,6 +50,16 @@ def data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 8, generator=g) * 3, torch.randint(0, 3, (n,), generator=g)
 
 
+def watched_step(model: nn.Module, opt, monitor, x, y) -> torch.Tensor:
+    """The README's loop, one step of it: backward, monitor.step, the update."""
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    monitor.step(loss)
+    opt.step()
+    return loss
+
+
 def weights(model: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in model if isinstance(m, nn.Linear)]
 
@@ -70,6 +80,7 @@ def test_a_watched_loop_records_the_norms_it_computes_by_hand_before_its_clippin
         opt.step()
         with torch.no_grad():  # the loop's own evaluation: not watched
             model(x[:8])
+    assert not model._forward_pre_hooks  # the network found, the model's calls run unhooked
     summary = monitor.close()
     scalars = read_scalars(tmp_path)
     layers = summary["layers"]
@@ -356,11 +367,7 @@ def test_a_failure_inside_gradexp_never_stops_the_users_loop(tmp_path, monkeypat
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = gradexp.watch(model, opt, tmp_path, diagnostics_every=1, **QUIET)
     for _ in range(3):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        monitor.step(loss)
-        opt.step()  # the post-hook fails at the first step; the loop goes on
+        watched_step(model, opt, monitor, x, y)  # the post-hook fails at the first step; the loop goes on
     assert "gradexp.watch stopped recording: OSError: disk full" in capsys.readouterr().err
     summary = read_summary(tmp_path)
     assert summary["status"] == "failed" and summary["error"] == "OSError: disk full"
@@ -396,11 +403,7 @@ def test_the_loops_own_metrics_are_recorded_at_their_step_and_end_in_the_summary
     logged = {}
     with gradexp.watch(model, opt, tmp_path, log_every=5, **QUIET) as monitor:
         for step in range(7):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            monitor.step(loss)
-            opt.step()
+            watched_step(model, opt, monitor, x, y)
             if step % 3 == 0:
                 with torch.no_grad():
                     val = F.cross_entropy(model(x[:16]), y[:16])

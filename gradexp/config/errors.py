@@ -44,8 +44,11 @@ _NO_VALUE = object()
 NO_VALUE = _NO_VALUE  # for problems that concern a key rather than its value
 
 
-def first_line(error: BaseException) -> str:
+def first_line(error: BaseException, typed: bool = False) -> str:
     """An exception's message cut to its first line (its type's name when it has none): what a
-    one-line error may quote of a library's own error."""
+    one-line error may quote of a library's own error. `typed`: after its type's name, for a
+    user's own code, whose error may say little without it (`KeyError: 'width'`)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if typed else text.splitlines()[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from torch import Tensor
 
-from gradexp.watching import Monitor
+from gradexp.watching import Monitor, ending
 
 
 class GradexpCallback(pl.Callback):
@@ -60,6 +60,4 @@ class GradexpCallback(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if self.monitor is not None:
-            interrupted = isinstance(exception, KeyboardInterrupt)
-            status = "interrupted" if interrupted else "failed"
-            self.monitor.close(status, None if interrupted else f"{type(exception).__name__}: {exception}")
+            self.monitor.close(*ending(exception))

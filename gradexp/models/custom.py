@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
-from gradexp.config.errors import NO_VALUE, ConfigError
-from gradexp.importing import first_line_of, import_callable
+from gradexp.config.errors import NO_VALUE, ConfigError, first_line
+from gradexp.importing import import_callable
 from gradexp.models.spec import ModelSpec, register
 from gradexp.precision import autocast
 
@@ -91,7 +91,9 @@ def _build(c, task) -> nn.Module:
         model = instantiate({"_target_": c.model.target, **arguments}, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__ or error
-        raise ConfigError(KEY, c.model.target, f"could not be built: {first_line_of(cause)}") from None
+        raise ConfigError(
+            KEY, c.model.target, f"could not be built: {first_line(cause, typed=True)}"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ConfigError(KEY, c.model.target, f"built a {type(model).__name__}, not an nn.Module")
     _check_output(model, c, task)
@@ -113,7 +115,7 @@ def _check_output(model: nn.Module, c, task) -> None:
         raise ConfigError(
             KEY,
             c.model.target,
-            f"fails on task={c.task.name}'s input of shape {tuple(x.shape)}: {first_line_of(error)}",
+            f"fails on task={c.task.name}'s input of shape {tuple(x.shape)}: {first_line(error, typed=True)}",
         ) from None
     if not any(p.requires_grad and p.dim() >= 2 for p in model.parameters()):
         raise ConfigError(
