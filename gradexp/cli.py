@@ -5,6 +5,10 @@ ends as a row of the sweep table, whatever happened to it: a job whose combinati
 invalid, or that raised, is recorded as failed and the sweep goes on. The table is written and
 shown at the end even when jobs failed or the sweep was interrupted (when Hydra skips its own
 end-of-multirun callback), and the exit status says whether every job ran.
+
+Started by `torchrun --nproc_per_node=N -m gradexp`, N processes train one run together (see
+distributed.py): rank 0 claims the run directory and the others follow it there; only rank 0
+writes, prints and reports a mistake, and every process exits with the same status.
 """
 
 import os
@@ -19,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import gradexp
-from gradexp import output_dir
+from gradexp import distributed, output_dir
 from gradexp.checkpoint import check_resumable
 from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import NO_VALUE, ConfigError
@@ -43,16 +47,27 @@ def main() -> None:
     """Entry point of `gradexp` and `python -m gradexp`."""
     SweepCallback.sweep_dir = None  # set again if this command line starts a sweep
     typed = sys.argv[1:]
-    os.environ[COMMAND_ENV] = shlex.join(["gradexp", *typed])  # provenance: the command as typed
+    group = distributed.launched()
+    launcher = (
+        ["gradexp"] if group.size == 1 else ["torchrun", f"--nproc_per_node={group.size}", "-m", "gradexp"]
+    )
+    os.environ[COMMAND_ENV] = shlex.join([*launcher, *typed])  # provenance: the command as typed
     if _answered_here(typed):
         return
     try:
         argv = resume_command_line(typed)
         plan = check_command_line(argv)
+        if plan.multirun and group.size > 1:
+            raise ConfigError(
+                "--multirun",
+                NO_VALUE,
+                f"torchrun's {group.size} processes train one run together",
+                "a single run under torchrun, or the sweep without torchrun",
+            )
         if plan.runs and plan.resume and not plan.multirun:
             check_resumable(Path(plan.job.trainer.resume), plan.job)
         argv = [f"++{line.lstrip('+')}" if line in plan.forced else line for line in argv]
-        argv += _claim_output_dir(plan)
+        argv += _claim_output_dir(plan) if group.size == 1 else _follow_rank_0(plan)
     except ConfigError as error:
         _fail(error)
     sys.argv[1:] = argv + naming_overrides(argv)
@@ -114,6 +129,27 @@ def _claim_output_dir(plan: Plan) -> list[str]:
     return [] if plan.output_dir_typed else [f"{key}='{quoted}'"]
 
 
+def _follow_rank_0(plan: Plan) -> list[str]:
+    """With several processes: rank 0 claims the run directory, and every other process is
+    pinned to the one it took, with Hydra writing nothing there (no .hydra/, no log file)."""
+    group = distributed.join()
+    claimed, refused = None, None
+    if group.leader:
+        try:
+            claimed = _claim_output_dir(plan)
+        except ConfigError as error:
+            refused = error
+    claimed = distributed.share(claimed, group)
+    if refused is not None:
+        raise refused
+    if claimed is None:  # rank 0 refused the directory and says why
+        sys.exit(EXIT_CONFIG_ERROR)
+    if group.leader:
+        return claimed
+    quiet = ["hydra.job_logging.root.handlers=[]", "++hydra.job_logging.handlers.file.delay=true"]
+    return [*claimed, "hydra.output_subdir=null", *quiet]  # no log file opened: nothing logs to it
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
@@ -122,11 +158,14 @@ def _hydra_main(cfg: DictConfig) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             summary = train(cfg, run_dir, overrides=overrides)
-            write_experiment(run_dir, [columns(summary)])  # the run's own HParams columns
+            if distributed.current().leader:
+                write_experiment(run_dir, [columns(summary)])  # the run's own HParams columns
         except ConfigError as error:
             _fail(error)
         except KeyboardInterrupt as stopped:
             _interrupted(run_dir, stopped)
+        finally:
+            distributed.leave()
         return 0.0
     direction = hydra_cfg.sweeper.get("direction")
     previous = read_summary(run_dir) if cfg.sweep.resume else {}
@@ -176,13 +215,15 @@ def _interrupted(run_dir: Path, stopped: KeyboardInterrupt) -> None:
     """train() has already flushed the events and written summary.json (status: interrupted).
     The exit status is the shell's 128 + signal number: 130 for Ctrl-C, 143 for SIGTERM."""
     signum = getattr(stopped, "signum", signal.SIGINT)
-    print(
-        f"gradexp: interrupted ({signal.Signals(signum).name}); what was recorded is in {run_dir}",
-        file=sys.stderr,
-    )
+    if distributed.launched().leader:
+        print(
+            f"gradexp: interrupted ({signal.Signals(signum).name}); what was recorded is in {run_dir}",
+            file=sys.stderr,
+        )
     sys.exit(128 + signum)
 
 
 def _fail(error: ConfigError) -> None:
-    print(f"gradexp: error: {error}", file=sys.stderr)
+    if distributed.launched().leader:  # with several processes, rank 0 alone says it
+        print(f"gradexp: error: {error}", file=sys.stderr)
     sys.exit(EXIT_CONFIG_ERROR)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gradexp import checkpoint, outcome
+from gradexp import checkpoint, distributed, outcome
 from gradexp.clipping import clip_gradients
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import RunConfig
@@ -26,6 +26,7 @@ from gradexp.config.validate import EVAL_CHUNK, validate
 from gradexp.device import resolve_device
 from gradexp.diagnostics import report
 from gradexp.diagnostics.monitor import Diagnostics
+from gradexp.distributed import Group, Pace
 from gradexp.measurements.catalog import charts
 from gradexp.models import MODELS, build_model, describe
 from gradexp.network import Network, discover
@@ -45,10 +46,11 @@ DEFAULT_THREADS = torch.get_num_threads()  # this process's default, before any 
 
 class Batches:
     """Shuffled mini-batches, epoch after epoch, dropping each epoch's incomplete tail. The order
-    comes from a CPU generator so it is the same on every device; one index copy per epoch."""
+    comes from a CPU generator so it is the same on every device; one index copy per epoch.
+    With several processes each takes its share of every batch, in the same order."""
 
-    def __init__(self, task: Task, batch_size: int, seed: int):
-        self.task, self.batch_size = task, batch_size
+    def __init__(self, task: Task, batch_size: int, seed: int, group: Group = distributed.ALONE):
+        self.task, self.batch_size, self.group = task, batch_size, group
         self._generator = torch.Generator().manual_seed(seed + 1)
         self._order, self._pos = None, 0
 
@@ -57,7 +59,7 @@ class Batches:
         if self._order is None or self._pos + self.batch_size > n:
             order = torch.randperm(n, generator=self._generator)
             self._order, self._pos = order.to(self.task.x_train.device, non_blocking=True), 0
-        idx = self._order[self._pos : self._pos + self.batch_size]
+        idx = distributed.shard(self._order[self._pos : self._pos + self.batch_size], self.group)
         self._pos += self.batch_size
         return self.task.x_train[idx], self.task.y_train[idx]
 
@@ -79,6 +81,7 @@ class Run:
     device: torch.device
     task: Task
     model: nn.Module
+    trained: nn.Module  # what the step calls: the model, or its DistributedDataParallel wrapper
     network: Network
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -88,6 +91,8 @@ class Run:
     sinks: list[Sink]  # TensorBoard, and the terminal when it shows progress
     started: float
     diagnostics: Diagnostics | None
+    group: Group  # the processes that train this run together (one, unless started by torchrun)
+    pace: Pace  # when the run flushes, and where it stops
     prediction: dict = field(default_factory=dict)  # the mean-field theory, for the network as built
     steps_completed: int = 0  # optimizer updates applied
     identity: dict = field(default_factory=dict)  # the resolved config, which a checkpoint must match
@@ -111,7 +116,8 @@ def train(
     so far. The first Ctrl-C or SIGTERM stops the run at the end of its current step, a second
     one at once; either way it raises `RunStopped` once the summary is written. `overrides` (as
     typed on the command line) become the run's HParams columns; `threads` is the torch thread
-    count when trainer.threads does not set one."""
+    count when trainer.threads does not set one. In a process group (torchrun), the processes
+    train the run together; rank 0 writes, and a signal stops them all at the next flush."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
@@ -150,21 +156,15 @@ def build_run(
     the thread count, CUDA's peak-memory counter) is set afresh, so jobs of a sweep run in one
     process give the numbers they would give alone."""
     t = config.trainer
-    device = resolve_device(t.device)
+    group = distributed.current()
+    device = _device(t.device, group)
     torch.set_num_threads(t.threads or threads or DEFAULT_THREADS)
     _set_determinism(t.deterministic, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
     task = build_task(config.task, t.seed).to(device)
-    n_train = task.x_train.shape[0]
-    if t.batch_size > n_train:  # task=custom: its size is known now
-        raise ConfigError(
-            "trainer.batch_size",
-            t.batch_size,
-            f"the training data has {n_train} examples",
-            f"an integer <= {n_train}",
-        )
+    _check_batch_size(t.batch_size, task.x_train.shape[0], group)
     model = build_model(config, task).to(device)
     precision = Precision(t.precision, t.loss_scale, device)
     problem = run_problem(precision, model, device)
@@ -176,38 +176,83 @@ def build_run(
     scheduler = SCHEDULERS[config.scheduler.name](optimizer, config.scheduler, t.steps)
     clipping = t.clip.max_norm is not None or t.clip.value is not None
     recorder = GradientRecorder(network, t.log_every, t.steps - 1, clipping, precision.scaling)
-    diagnostics = (
+    diagnosing = config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
+    diagnostics = (  # rank 0's share of the batch stands for the batch, as the first micro-batch does
         Diagnostics(config.diagnostics, network, recorder, t.steps - 1, t.grad_accum, t.precision)
-        if config.diagnostics.every is not None or config.diagnostics.histograms_every is not None
+        if diagnosing and group.leader
         else None
     )
-    restart = t.resume is None and any(run_dir.glob("events.out.tfevents.*"))
-    sinks: list[Sink] = [
-        TensorBoardSink(run_dir, charts(network, diagnostics.signals() if diagnostics else []), restart)
-    ]
-    if show_progress:
-        sinks.append(ConsoleSink(t.steps, str(run_dir)))
+    sinks: list[Sink] = []
+    if group.leader:
+        restart = t.resume is None and any(run_dir.glob("events.out.tfevents.*"))
+        signals = diagnostics.signals() if diagnostics else []
+        sinks.append(TensorBoardSink(run_dir, charts(network, signals), restart))
+        if show_progress:
+            sinks.append(ConsoleSink(t.steps, str(run_dir)))
     run = Run(
-        config,
-        run_dir,
-        device,
-        task,
-        model,
-        network,
-        optimizer,
-        scheduler,
-        precision,
-        Batches(task, t.batch_size, t.seed),
-        recorder,
-        sinks,
-        started,
-        diagnostics,
-        report.predict(config, model),
+        config=config,
+        run_dir=run_dir,
+        device=device,
+        task=task,
+        model=model,
+        trained=_replicated(model, device, group),
+        network=network,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        precision=precision,
+        batches=Batches(task, t.batch_size, t.seed, group),
+        recorder=recorder,
+        sinks=sinks,
+        started=started,
+        diagnostics=diagnostics,
+        group=group,
+        pace=Pace(recorder, group, device),
+        prediction=report.predict(config, model),
     )
     params = sum(p.numel() for p in run.model.parameters())
+    where = run.device if group.size == 1 else f"{group.size} processes ({device.type})"
     for sink in sinks:
-        sink.start(f"[bold]gradexp[/] {describe(config, run.device, params)}")
+        sink.start(f"[bold]gradexp[/] {describe(config, where, params)}")
     return run
+
+
+def _check_batch_size(batch_size: int, n_train: int, group: Group) -> None:
+    """What can only be checked once the data is there (task=custom's size) and the processes
+    are known (torchrun's)."""
+    if batch_size > n_train:
+        problem, allowed = f"the training data has {n_train} examples", f"an integer <= {n_train}"
+    elif batch_size % group.size:
+        problem = f"each of the {group.size} processes takes an equal share of a batch"
+        allowed = f"a multiple of {group.size}"
+    else:
+        return
+    raise ConfigError("trainer.batch_size", batch_size, problem, allowed)
+
+
+def _device(spec: str, group: Group) -> torch.device:
+    """The run's device; with several processes on CUDA, each takes the GPU of its local rank."""
+    device = resolve_device(spec)
+    if group.size == 1 or device.type != "cuda":
+        return device
+    if spec not in ("auto", "cuda"):
+        raise ConfigError(
+            "trainer.device",
+            spec,
+            f"each of the {group.size} processes takes the GPU of its local rank",
+            "cuda, auto or cpu",
+        )
+    torch.cuda.set_device(group.local_rank)
+    return torch.device("cuda", group.local_rank)
+
+
+def _replicated(model: nn.Module, device: torch.device, group: Group) -> nn.Module:
+    """The model as the step calls it: with several processes, wrapped in DistributedDataParallel,
+    whose backward averages the gradients over the processes (a BatchNorm layer normalizes over
+    each process's share of the batch, as DDP's does)."""
+    if group.size == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def _set_determinism(on: bool, device: torch.device) -> None:
@@ -222,18 +267,20 @@ def _set_determinism(on: bool, device: torch.device) -> None:
 
 def _train_loop(run: Run, stop: StopRequest) -> None:
     """The steps, from a resumed run's checkpoint on; a stop request (Ctrl-C, SIGTERM) ends the
-    loop between two steps, with a checkpoint."""
+    loop between two steps (with several processes: at the next flush), with a checkpoint."""
     t = run.config.trainer
+    run.pace.stop = stop
     for step in range(run.steps_completed, t.steps):
         if not train_step(run, step):
             return
         every = t.checkpoint_every
-        if stop.signum is not None or (every is not None and run.steps_completed % every == 0):
-            _write(run, run.recorder.flush())  # a checkpoint keeps nothing pending
-            if run.recorder.divergence is not None:
+        if run.pace.stopping() or (every is not None and run.steps_completed % every == 0):
+            _flush(run, step)  # a checkpoint keeps nothing pending
+            if run.pace.diverged:
                 return
-            checkpoint.save_run(run)
-        stop.check()
+            if run.group.leader:
+                checkpoint.save_run(run)
+        run.pace.check()
 
 
 def train_step(run: Run, step: int) -> bool:
@@ -241,7 +288,7 @@ def train_step(run: Run, step: int) -> bool:
     clipping, the diagnostics when due) and, about once a second, the flush to the sinks.
     False once a flush has found a divergence."""
     t = run.config.trainer
-    if step % t.eval_every == 0:
+    if step % t.eval_every == 0 and run.group.leader:
         _record_metrics(run, step, evaluate(run, "val"))
     diagnose = run.diagnostics is not None and run.diagnostics.due(step)
     run.optimizer.zero_grad(set_to_none=True)
@@ -261,9 +308,9 @@ def train_step(run: Run, step: int) -> bool:
     if diagnose:
         run.diagnostics.after_update()
     run.steps_completed = step + 1
-    if run.recorder.due():
-        _write(run, run.recorder.flush())
-    return run.recorder.divergence is None
+    if run.pace.due(step):
+        _flush(run, step)
+    return not run.pace.diverged
 
 
 def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -274,13 +321,20 @@ def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, 
     losses, first = [], None
     for i in range(accum):
         x, y = run.batches.next()
-        with watch if i == 0 else nullcontext():
+        with watch if i == 0 else nullcontext(), _deferred_sync(run, last=i == accum - 1):
             with run.precision.autocast():
-                loss = run.loss(run.model(x), y)
+                loss = run.loss(run.trained(x), y)
             run.precision.scale(loss / accum if accum > 1 else loss).backward()
         losses.append(loss.detach())
         first = first or (x, y)
-    return (losses[0] if accum == 1 else torch.stack(losses).mean()), first
+    loss = losses[0] if accum == 1 else torch.stack(losses).mean()
+    return distributed.mean_over_processes(loss, run.group), first
+
+
+def _deferred_sync(run: Run, last: bool) -> AbstractContextManager:
+    """With several processes, the gradients are averaged once per step, in the last
+    micro-batch's backward (DDP's no_sync for the others)."""
+    return run.trained.no_sync() if run.group.size > 1 and not last else nullcontext()
 
 
 @torch.no_grad()
@@ -305,6 +359,13 @@ def _record_metrics(run: Run, step: int, metrics: dict[str, Tensor]) -> None:
     run.recorder.record_scalars(step, list(metrics), torch.stack(list(metrics.values())))
 
 
+def _flush(run: Run, step: int) -> None:
+    """Hand what was measured to the sinks, then agree with the other processes, if any, on
+    where the run goes from here."""
+    _write(run, run.recorder.flush())
+    run.pace.agree(step)
+
+
 def _write(run: Run, records) -> None:
     for sink in run.sinks:
         sink.write(records)
@@ -320,11 +381,14 @@ def _finish(
     overrides: list[str],
 ) -> dict:
     """Close the run and write its summary; runs whatever happened, even when the run failed
-    while being set up (run is None), so no measurement is lost."""
+    while being set up (run is None), so no measurement is lost. With several processes, rank
+    0 writes and the others return theirs."""
     final = {}
     if run is not None:
         status, final = _close(run, status)
     summary = _summary(run, cfg, status, error, final, started, overrides)
+    if not distributed.current().leader:
+        return summary
     write_json_atomic(run_dir / "summary.json", summary)
     if run is not None and run.device.type == "cuda":
         torch.cuda.empty_cache()  # the next job of a sweep starts from an empty cache
@@ -343,16 +407,16 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
     status (a divergence found by the last flush counts) and the final metrics."""
     recorder = run.recorder
     _write(run, recorder.flush())
-    if recorder.divergence is not None and status != "failed":
+    if (recorder.divergence is not None or run.pace.diverged) and status != "failed":
         status = "diverged"
     final = {}
-    if status == "completed":
+    if status == "completed" and run.group.leader:
         val = evaluate(run, "val")
         _record_metrics(run, run.config.trainer.steps, val)
         final = {**val, **evaluate(run, "train")}
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
-    if run.config.diagnostics.figures:
+    if run.config.diagnostics.figures and run.group.leader:
         outcome.draw_figures(recorder, run.run_dir, run.sinks)
     return status, final
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 import gradexp
+from gradexp import distributed
 from gradexp.diagnostics import report
 from gradexp.network import Network
 from gradexp.precision import COLLAPSED_BELOW
@@ -42,6 +43,7 @@ def summary(
     last_step, last_norms = recorder.logged_norms(-1) if recorder else (None, {})
     divergence = recorder.divergence if recorder else None
     model = network.model if network else None
+    processes = distributed.current().size
     return {
         "status": status,
         "overrides": overrides,
@@ -64,11 +66,12 @@ def summary(
         "error": error,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "device": str(device) if device else None,
+        "processes": processes,  # that trained the run together (torchrun); each on its own device
         "torch_threads": torch.get_num_threads(),
         "cuda_peak_memory_mb": _cuda_peak_mb(device),
         "num_params": sum(p.numel() for p in model.parameters()) if model is not None else None,
         "gradexp_version": gradexp.__version__,
-        "provenance": provenance(overrides, device, deterministic),
+        "provenance": provenance(overrides, device, deterministic, processes),
         **(report.summarize(network, recorder, prediction or {}) if recorder and network else {}),
         "not_measured": not_measured or {},
         "config": config,
