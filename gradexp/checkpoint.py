@@ -25,11 +25,13 @@ FORMAT = "gradexp-checkpoint/1"
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config, less trainer.resume, the sweep's own settings and task.data_dir
-    (where a dataset's files are, not which: a moved cache still holds the same data): what
-    makes a checkpoint this run's."""
+    """The resolved config, less trainer.resume, the sweep's own settings, task.data_dir
+    (where a dataset's files are, not which: a moved cache still holds the same data) and
+    trainer.workers (how many processes read the data, streamed or not, not which data and in
+    which order): what makes a checkpoint this run's."""
     resolved = as_container(cfg)
     resolved.get("trainer", {}).pop("resume", None)
+    resolved.get("trainer", {}).pop("workers", None)
     resolved.get("task", {}).pop("data_dir", None)
     resolved.pop("sweep", None)
     return resolved

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from gradexp import checkpoint, distributed, outcome
+from gradexp.batches import Batches, StreamedBatches
 from gradexp.clipping import clip_gradients
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import RunConfig
@@ -44,36 +45,6 @@ log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # this process's default, before any run changed it
 
 
-class Batches:
-    """Shuffled mini-batches, epoch after epoch, dropping each epoch's incomplete tail. The order
-    comes from a CPU generator so it is the same on every device; one index copy per epoch.
-    With several processes each takes its share of every batch, in the same order."""
-
-    def __init__(self, task: Task, batch_size: int, seed: int, group: Group = distributed.ALONE):
-        self.task, self.batch_size, self.group = task, batch_size, group
-        self._generator = torch.Generator().manual_seed(seed + 1)
-        self._order, self._pos = None, 0
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        n = self.task.x_train.shape[0]
-        if self._order is None or self._pos + self.batch_size > n:
-            order = torch.randperm(n, generator=self._generator)
-            self._order, self._pos = order.to(self.task.x_train.device, non_blocking=True), 0
-        idx = distributed.shard(self._order[self._pos : self._pos + self.batch_size], self.group)
-        self._pos += self.batch_size
-        return self.task.x_train[idx], self.task.y_train[idx]
-
-    def state_dict(self) -> dict:
-        order = None if self._order is None else self._order.cpu()
-        return {"generator": self._generator.get_state(), "order": order, "pos": self._pos}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._generator.set_state(state["generator"])
-        order = state["order"]
-        self._order = None if order is None else order.to(self.task.x_train.device)
-        self._pos = state["pos"]
-
-
 @dataclass
 class Run:
     config: RunConfig
@@ -86,7 +57,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     precision: Precision  # autocast and the loss scale
-    batches: Batches
+    batches: Batches | StreamedBatches  # the data in memory, or streamed (trainer.workers)
     recorder: GradientRecorder
     sinks: list[Sink]  # TensorBoard, and the terminal when it shows progress
     started: float
@@ -97,10 +68,10 @@ class Run:
     steps_completed: int = 0  # optimizer updates applied
     identity: dict = field(default_factory=dict)  # the resolved config, which a checkpoint must match
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+    def loss(self, output: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         if self.task.classification:  # a prediction per example, or per position of a sequence
-            return F.cross_entropy(output.flatten(0, -2), target.flatten())
-        return F.mse_loss(output, target)
+            return F.cross_entropy(output.flatten(0, -2), target.flatten(), reduction=reduction)
+        return F.mse_loss(output, target, reduction=reduction)
 
 
 def train(
@@ -163,8 +134,8 @@ def build_run(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
-    task = build_task(config.task, t.seed).to(device)
-    _check_batch_size(t.batch_size, task.x_train.shape[0], group)
+    task = build_task(config.task, t.seed, t.workers).to(device)
+    _check_batch_size(t.batch_size, task.n_train, group)
     model = build_model(config, task).to(device)
     precision = Precision(t.precision, t.loss_scale, device)
     problem = run_problem(precision, model, device)
@@ -200,7 +171,11 @@ def build_run(
         optimizer=optimizer,
         scheduler=scheduler,
         precision=precision,
-        batches=Batches(task, t.batch_size, t.seed, group),
+        batches=(
+            StreamedBatches(task.streamed, t.batch_size, t.seed, group, device)
+            if task.streamed
+            else Batches(task, t.batch_size, t.seed, group)
+        ),
         recorder=recorder,
         sinks=sinks,
         started=started,
@@ -342,16 +317,21 @@ def evaluate(run: Run, split: str) -> dict[str, Tensor]:
     """Loss (and accuracy) of the current model in eval mode, on the validation split or as many
     training examples, as device tensors: reading them would sync, so the recorder reads them at
     its next flush."""
-    x, y = getattr(run.task, f"x_{split}"), getattr(run.task, f"y_{split}")
-    n = run.task.x_val.shape[0]  # the train loss is measured on as many examples as the val loss
-    x, y = x[:n], y[:n]
+    n = run.task.n_val  # the train loss is measured on as many examples as the val loss
+    loss = correct = torch.zeros((), device=run.device)
+    predictions = 0  # what the loss is a mean over: labels (of examples or positions), or target values
     run.model.eval()
-    with run.precision.autocast():  # the model as it trains
-        output = torch.cat([run.model(chunk) for chunk in x.split(EVAL_CHUNK)])
+    for x, y in run.task.chunks(split, n, EVAL_CHUNK):
+        with run.precision.autocast():  # the model as it trains
+            output = run.model(x).float()
+        loss = loss + run.loss(output, y, reduction="sum")
+        predictions += y.numel()
+        if run.task.classification:
+            correct = correct + (output.argmax(dim=-1) == y).sum()
     run.model.train()
-    metrics = {f"loss/{split}": run.loss(output.float(), y)}
+    metrics = {f"loss/{split}": loss / predictions}
     if run.task.classification:
-        metrics[f"acc/{split}"] = (output.argmax(dim=-1) == y).float().mean()
+        metrics[f"acc/{split}"] = correct / predictions
     return metrics
 
 
@@ -404,8 +384,10 @@ def _finish(
 
 def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
     """Flush what was measured, evaluate a completed run and draw the figures; return the final
-    status (a divergence found by the last flush counts) and the final metrics."""
+    status (a divergence found by the last flush counts) and the final metrics. Streamed data's
+    worker processes are stopped."""
     recorder = run.recorder
+    run.batches.close()
     _write(run, recorder.flush())
     if (recorder.divergence is not None or run.pace.diverged) and status != "failed":
         status = "diverged"
@@ -416,6 +398,8 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
         final = {**val, **evaluate(run, "train")}
         _write(run, recorder.flush())
         final = {k: v.item() for k, v in final.items()}
+    if run.task.streamed:
+        run.task.streamed.close()
     if run.config.diagnostics.figures and run.group.leader:
         outcome.draw_figures(recorder, run.run_dir, run.sinks)
     return status, final

@@ -2,12 +2,13 @@
 datasets (MNIST, Fashion-MNIST, CIFAR-10, see `datasets`), each with a held-out split.
 
 The data is small enough to live on the training device, so a batch is one index into a tensor
-and the input pipeline costs nothing next to the gradients being studied.
+and the input pipeline costs nothing next to the gradients being studied; task=custom's datasets
+may instead stream from wherever they are (`streaming`, trainer.workers).
 """
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -17,13 +18,14 @@ from torch import Tensor
 from gradexp import custom_data, datasets
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import TaskConfig
+from gradexp.streaming import StreamedData
 
 MAX_CONTEXTS = 2**20  # tokens: vocab ** order, the rows of the source's transition table
 
 
 @dataclass
 class Task:
-    x_train: Tensor
+    x_train: Tensor  # the data; streamed data's first examples only, to build the model on
     y_train: Tensor
     x_val: Tensor
     y_val: Tensor
@@ -31,10 +33,27 @@ class Task:
     classification: bool  # cross-entropy and accuracy; otherwise mean squared error
     vocab: int | None = None  # token ids in [0, vocab) as input, a prediction at every position
     loss_floor: float | None = None  # the least expected loss any model can reach, where known
+    streamed: StreamedData | None = None  # the datasets, when they stream (trainer.workers)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return len(self.streamed.train) if self.streamed else self.x_train.shape[0]
+
+    @property
+    def n_val(self) -> int:
+        return len(self.streamed.val) if self.streamed else self.x_val.shape[0]
+
+    def chunks(self, split: str, n: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The first `n` examples of `split` ("train" or "val"), `size` at a time, on the
+        task's device."""
+        if self.streamed:
+            return self.streamed.chunks(split, n, size, self.x_train.device)
+        x, y = getattr(self, f"x_{split}")[:n], getattr(self, f"y_{split}")[:n]
+        return zip(x.split(size), y.split(size))
 
     def to(self, device: torch.device) -> "Task":
         moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val")}
@@ -203,10 +222,12 @@ def _channel_mean_std(images: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack(means).float(), torch.stack(stds).float()
 
 
-def custom(cfg: TaskConfig, g: torch.Generator) -> Task:
-    """The user's own data (`custom_data`), from the function task._target_ names."""
-    x_train, y_train, x_val, y_val, d_out = custom_data.load(cfg, g.initial_seed())
-    return Task(x_train, y_train, x_val, y_val, d_out=d_out, classification=cfg.loss == "cross_entropy")
+def custom(cfg: TaskConfig, g: torch.Generator, workers: int | None = None) -> Task:
+    """The user's own data (`custom_data`), from the function task._target_ names; streamed
+    through a DataLoader when `workers` (trainer.workers) is set."""
+    x_train, y_train, x_val, y_val, d_out, streamed = custom_data.load(cfg, g.initial_seed(), workers)
+    classification = cfg.loss == "cross_entropy"
+    return Task(x_train, y_train, x_val, y_val, d_out=d_out, classification=classification, streamed=streamed)
 
 
 GENERATED = (blobs, teacher, adding, images, tokens)  # from the seed, never downloaded
@@ -234,7 +255,9 @@ def data_shape(cfg: TaskConfig) -> tuple[tuple[int, ...], int] | None:
     return (cfg.d_in,), cfg.n_classes if cfg.name == "blobs" else cfg.d_out
 
 
-def build_task(cfg: TaskConfig, seed: int) -> Task:
+def build_task(cfg: TaskConfig, seed: int, workers: int | None = None) -> Task:
     """Generate the task on the CPU from its own generator, so the data is the same on every
-    device and does not depend on how much the model's initialization drew from the global RNG."""
-    return TASKS[cfg.name](cfg, torch.Generator().manual_seed(seed))
+    device and does not depend on how much the model's initialization drew from the global RNG.
+    `workers` (trainer.workers, task=custom only) streams the data instead of reading it in."""
+    g = torch.Generator().manual_seed(seed)
+    return custom(cfg, g, workers) if cfg.name == "custom" else TASKS[cfg.name](cfg, g)

@@ -81,6 +81,7 @@ class TaskConfig:
     data_dir: str | None = None  # mnist, fashion_mnist, cifar10: the download cache (datasets.data_dir)
     _target_: str | None = None  # custom: module.callable, the function that returns the data
     loss: str = "cross_entropy"  # custom: cross_entropy (class labels) | mse (real-valued targets)
+    outputs: int | None = None  # custom: the model's outputs; null: read from the data
 
 
 @dataclass
@@ -100,6 +101,7 @@ class TrainerConfig:
     eval_every: int = 100
     clip: ClipConfig = field(default_factory=ClipConfig)
     threads: int | None = None  # torch CPU threads; null: torch's default, shared out under joblib
+    workers: int | None = None  # task=custom's datasets: null reads them in; N streams them (DataLoader)
     deterministic: bool = False  # PyTorch's deterministic algorithms (an error for an op without one)
     checkpoint_every: int | None = 1000  # steps between checkpoints (and one when stopped); null: only then
     resume: str | None = None  # a run directory to go on from its checkpoint

@@ -182,6 +182,15 @@ def _check_ranges(c: RunConfig) -> None:
     _check_loss_scale(c.trainer.loss_scale)
     threads = c.trainer.threads
     require(threads is None or threads >= 1, "trainer.threads", threads, "an integer >= 1 or null")
+    workers = c.trainer.workers
+    require(workers is None or workers >= 0, "trainer.workers", workers, "an integer >= 0 or null")
+    if workers is not None and c.task.name != "custom":
+        raise ConfigError(
+            "trainer.workers",
+            workers,
+            f"task={c.task.name} lives in memory; only task=custom's datasets stream",
+            "null",
+        )
     for key in ("max_norm", "value"):
         value = getattr(c.trainer.clip, key)
         require(value is None or value > 0, f"trainer.clip.{key}", value, "a number > 0 or null")
@@ -205,6 +214,8 @@ def _check_task_shapes(c: RunConfig) -> None:
     at_least(c, "task", "sharpness", 0.0)
     if c.task.name == "custom":
         choice("task.loss", c.task.loss, LOSSES)
+        outputs = c.task.outputs
+        require(outputs is None or outputs >= 1, "task.outputs", outputs, "an integer >= 1 or null")
         if not c.task._target_:
             raise ConfigError(
                 "task._target_", NO_VALUE, "missing: task=custom trains on what it returns", EXAMPLE

@@ -1,0 +1,70 @@
+"""Data larger than memory: `task=custom` datasets read batch by batch through a torch
+DataLoader (`trainer.workers` worker processes; 0 reads in the training process) instead of
+once into tensors on the training device.
+
+What stays the same: the batch order, drawn from trainer.seed as for data in memory, and the
+evaluation (the whole validation set, and as many training examples): a streamed run and the
+same run with its data in memory give the same numbers. The workers' seeds come from a
+generator of their own, not torch's global one, so streaming changes no other random number the
+run draws. What it costs: an epoch's order is one permutation of the indices, 8 bytes an
+example.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+
+WORKER_SEED_OFFSET = 2  # the workers' base seed: trainer.seed + 2 (the batch order takes + 1)
+
+
+@dataclass
+class StreamedData:
+    train: Dataset
+    val: Dataset
+    workers: int
+    seed: int
+    convert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # a batch's (x, y) as the loss takes them
+    _evaluation: dict[str, DataLoader] = field(default_factory=dict)  # kept: their workers persist
+
+    def collate(self, items: list) -> tuple[Tensor, Tensor]:
+        x, y = default_collate(items)
+        return self.convert(torch.as_tensor(x), torch.as_tensor(y))
+
+    def first(self, split: str, k: int) -> tuple[Tensor, Tensor]:
+        """The split's first `k` examples as one batch: what the model is built and checked on."""
+        dataset = getattr(self, split)
+        return self.collate([dataset[i] for i in range(min(k, len(dataset)))])
+
+    def loader(self, batch_sampler, device: torch.device) -> DataLoader:
+        """The training batches `batch_sampler` names, read by the workers."""
+        return DataLoader(
+            self.train,
+            batch_sampler=batch_sampler,
+            num_workers=self.workers,
+            collate_fn=self.collate,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed + WORKER_SEED_OFFSET),
+        )
+
+    def chunks(self, split: str, n: int, size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        """The split's first `n` examples, `size` at a time, in order, on `device`."""
+        if split not in self._evaluation:
+            dataset = getattr(self, split)
+            self._evaluation[split] = DataLoader(
+                Subset(dataset, range(min(n, len(dataset)))),
+                batch_size=size,
+                num_workers=self.workers,
+                collate_fn=self.collate,
+                pin_memory=device.type == "cuda",
+                persistent_workers=self.workers > 0,
+                generator=torch.Generator().manual_seed(self.seed + WORKER_SEED_OFFSET),
+            )
+        for x, y in self._evaluation[split]:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def close(self) -> None:
+        """Stop the evaluation loaders' workers."""
+        self._evaluation.clear()
