@@ -66,7 +66,7 @@ def main() -> None:
             )
         if plan.runs and plan.resume and not plan.multirun:
             check_resumable(Path(plan.job.trainer.resume), plan.job)
-        argv = [f"++{line.lstrip('+')}" if line in plan.forced else line for line in argv]
+        argv = [f"++{line.lstrip('+')}" if line in plan.forced else line for line in argv] + plan.added
         argv += _claim_output_dir(plan) if group.size == 1 else _follow_rank_0(plan)
     except ConfigError as error:
         _fail(error)

@@ -24,6 +24,7 @@ from gradexp.config import CONFIG_DIR
 from gradexp.config.errors import NO_VALUE, ConfigError, first_line
 from gradexp.config.grid import check_grid, values_of
 from gradexp.config.hints import unknown_key_problem
+from gradexp.config.seeds import seed_sweep
 from gradexp.config.validate import validate
 from gradexp.models import MODELS
 from gradexp.run_files import is_sweep
@@ -65,6 +66,7 @@ class Plan:
     resume: bool = False  # trainer.resume (a run) or sweep.resume (a sweep)
     job: DictConfig | None = None  # the composed config of a single run that resumes
     forced: set[str] = field(default_factory=set)  # overrides a combination needs as ++key=value
+    added: list[str] = field(default_factory=list)  # overrides the command line implies (the seeds)
 
 
 def check_command_line(argv: list[str]) -> Plan:
@@ -102,6 +104,7 @@ def check_command_line(argv: list[str]) -> Plan:
         else:
             _check_not_a_sweep_preset(composed, overrides)
         forced = _check_jobs(config_name, searchpath, overrides, group_options)
+        added = seed_sweep(composed, overrides, args.multirun)
         resuming = not args.multirun and composed.trainer.resume is not None
         job = _compose(config_name, searchpath + first) if resuming else None  # what a checkpoint must match
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
@@ -111,7 +114,7 @@ def check_command_line(argv: list[str]) -> Plan:
     if args.multirun and resume:
         _check_resumable_sweep(directory)
     typed = any(o.key_or_group == key for o in outputs)
-    return Plan(not args.cfg, args.multirun, Path(directory), typed, resume, job, forced)
+    return Plan(not args.cfg, args.multirun, Path(directory), typed, resume, job, forced, added)
 
 
 def _check_multirun_flag(overrides: list[Override], multirun: bool) -> None:

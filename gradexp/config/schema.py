@@ -125,6 +125,7 @@ class ObjectiveConfig:
 @dataclass
 class SweepConfig:
     resume: bool = False  # in an existing sweep directory: keep finished jobs, resume or re-run the rest
+    seeds: int = 1  # every configuration over trainer.seed, ..., trainer.seed + seeds - 1
 
 
 @dataclass

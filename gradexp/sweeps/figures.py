@@ -3,10 +3,13 @@ step 0 for every configuration, and per repeated block (a ResNet's stages, a Tra
 blocks) where the model has them, the share of exactly-zero gradient entries per layer where
 some are (float16's underflow), an RNN's gradient through time, the training loss over steps,
 the final loss as a heatmap over two swept axes, and each job's gradient flow over training, on
-one shared colour scale."""
+one shared colour scale. A sweep over several seeds draws a line per configuration, the mean over
+its seeds, within a band from their least to their greatest value, and its heatmap cells give
+the mean and standard deviation over the seeds."""
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from tensorboard.compat.proto.event_pb2 import Event
 
 from gradexp.diagnostics.figures import log10_or_nan, log_axis, plt, to_png
+from gradexp.sweeps.groups import SEED_KEY, Group, Spread, group_jobs
 from gradexp.sweeps.table import Job, Table
 
 MAX_PANELS = 36  # small multiples beyond this are unreadable; the first ones are drawn
@@ -209,10 +213,13 @@ def _loss_axis(ax, curves: list[tuple[Job, list[int], list[float]]]) -> None:
 
 def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes | None:
     """The final loss over the first two swept keys (one panel per value of any further keys);
-    a diverged or failed job is a grey cell with its status, never a made-up number."""
-    if not table.swept or not table.jobs:
+    a diverged or failed job is a grey cell with its status, never a made-up number. Over
+    several seeds a cell is a configuration's: the mean and standard deviation over the seeds
+    that completed (and how many did, when not all)."""
+    keys = [k for k in table.swept if k != SEED_KEY]
+    if not keys or not table.jobs:
         return None
-    rows_key, cols_key, rest = table.swept[0], (table.swept[1:2] or [None])[0], table.swept[2:]
+    rows_key, cols_key, rest = keys[0], (keys[1:2] or [None])[0], keys[2:]
     rows = _values(table, rows_key)
     cols = _values(table, cols_key) if cols_key else [None]
     if max(len(rows), len(cols)) > MAX_AXIS_VALUES:
@@ -226,24 +233,24 @@ def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes 
         squeeze=False,
         layout="constrained",
     )
-    finite = [j.summary.get(metric) for j in table.jobs if _finite(j.summary.get(metric))]
+    cells = _cells(table, metric, keys)
+    finite = [value for value, _ in cells.values() if value is not None]
     vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
     for ax, panel in zip(axes.flat, panels):
         fixed = dict(zip(rest, panel))
         grid = np.full((len(rows), len(cols)), np.nan)
         for i, j in itertools.product(range(len(rows)), range(len(cols))):
             want = {rows_key: rows[i], **({cols_key: cols[j]} if cols_key else {}), **fixed}
-            job = next((x for x in table.jobs if all(x.overrides.get(k) == v for k, v in want.items())), None)
-            if job is None:
+            cell = cells.get(tuple(want.get(k) for k in keys))
+            if cell is None:
                 continue
-            value = job.summary.get(metric)
-            if job.status == "completed" and _finite(value):
+            value, text = cell
+            colour = "black"
+            if value is not None:
                 grid[i, j] = value
                 light = (value - vmin) / ((vmax - vmin) or 1) > 0.6  # viridis turns yellow
                 colour = "black" if light else "white"
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color=colour)
-            else:
-                ax.text(j, i, job.status, ha="center", va="center", fontsize=7, color="black")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
         ax.set_facecolor("#d0d0d0")  # the cells with no number
         image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
@@ -255,6 +262,34 @@ def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes 
         ax.set_axis_off()
     fig.colorbar(image, ax=axes, label=metric.replace("_", " "))
     return to_png(fig)
+
+
+def _cells(table: Table, metric: str, keys: list[str]) -> dict[tuple, tuple[float | None, str]]:
+    """(value, text) per configuration (its values of `keys`): a completed job's value; over
+    several seeds, the mean over those that completed, written with its spread. No value where
+    none completed: the text is then what happened to it."""
+    if not table.seeded():
+        cells = {}
+        for job in table.jobs:
+            value = job.summary.get(metric)
+            done = job.status == "completed" and _finite(value)
+            cells.setdefault(
+                tuple(job.overrides.get(k) for k in keys),
+                (value, f"{value:.3g}") if done else (None, job.status),
+            )
+        return cells
+    cells = {}
+    for group in group_jobs(table.jobs, table.swept):
+        spread = Spread.of([j.summary.get(metric) for j in group.jobs if j.status == "completed"])
+        if spread is None:
+            text = "\n".join(f"{n} {status}" for status, n in group.statuses().items())
+            cells[tuple(group.values[k] for k in keys)] = (None, text)
+            continue
+        text = spread.text().replace(" ± ", "\n± ")
+        if spread.n < len(group.jobs):
+            text += f"\n({spread.n}/{len(group.jobs)} seeds)"
+        cells[tuple(group.values[k] for k in keys)] = (spread.mean, text)
+    return cells
 
 
 def gradient_flows(table: Table) -> bytes | None:
@@ -326,12 +361,42 @@ def _line_per_job(
     ax, jobs: list[Job], table: Table, values_of: Callable, marker: str | None = "o", log: bool = True
 ) -> None:
     """One line per job on a log axis (or linear): values_of(job) against 1, 2, ..., coloured
-    along viridis in the jobs' order, so a job has the same colour in every panel."""
+    along viridis in the jobs' order, so a job has the same colour in every panel. Over several
+    seeds, a line per configuration instead: see `_line_per_group`."""
+    if table.seeded():
+        _line_per_group(ax, group_jobs(jobs, table.swept), values_of, marker, log)
+        return
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
     for job, colour in zip(jobs, colours):
         values = values_of(job)
         x = np.arange(1, len(values) + 1)
         ax.plot(x, values, marker=marker, markersize=2, color=colour, label=label(job, table))
+    if log:
+        log_axis(ax)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _line_per_group(ax, groups: list[Group], values_of: Callable, marker: str | None, log: bool) -> None:
+    """A configuration's seeds as one line, their mean (geometric on a log axis: the values span
+    decades), in a band from the least to the greatest seed's value at each point."""
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups)))
+    for group, colour in zip(groups, colours):
+        lines = [np.asarray(values_of(job), dtype=float) for job in group.jobs]
+        grid = np.full((len(lines), max(len(v) for v in lines)), np.nan)
+        for row, values in zip(grid, lines):
+            row[: len(values)] = values
+        if log:
+            grid[~(grid > 0)] = np.nan  # a zero or a gap has no logarithm
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a point no seed has: a gap
+            centre = np.exp(np.nanmean(np.log(grid), axis=0)) if log else np.nanmean(grid, axis=0)
+            low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
+        x = np.arange(1, grid.shape[1] + 1)
+        name = f"{group.name} ({len(group.jobs)} seeds)"
+        ax.plot(x, centre, marker=marker, markersize=2, color=colour, label=name)
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+    how = "line: the mean over the seeds (geometric); band: the least to the greatest seed's value"
+    ax.text(0.01, 0.01, how if log else how.replace(" (geometric)", ""), transform=ax.transAxes, fontsize=7)
     if log:
         log_axis(ax)
     ax.grid(True, which="both", alpha=0.3)

@@ -24,6 +24,7 @@ from gradexp.sinks.console import later_diagnostic_step, relative_to_cwd, run_re
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sinks.layout import Column, fmt, make_console, stacked_tables
 from gradexp.sweeps import compare, figures
+from gradexp.sweeps.groups import SEED_KEY, VERDICTS
 from gradexp.sweeps.table import Table, build, counts_line, resume_command, write
 
 FIGURES_DIR = "report"
@@ -106,7 +107,10 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
 
 
 def render(table: Table, width: int = 200) -> list:
-    """The table as rich tables, stacked when it is wider than `width`; no cell is ever cut."""
+    """The table as rich tables, stacked when it is wider than `width`; no cell is ever cut. A
+    sweep over several seeds shows a row per configuration, with the spread over its seeds."""
+    if table.seeded():
+        return render_groups(table, width)
     title = f"{len(table.jobs)} job(s)" + (f", fixed: {_fixed(table)}" if table.fixed else "")
     keys = [Column("job", right=False), Column("status", right=False)]
     swept = [Column(key, right=False) for key in table.swept]
@@ -127,6 +131,35 @@ def render(table: Table, width: int = 200) -> list:
             ]
         )
     return stacked_tables(title, keys, swept + metrics, rows, width)
+
+
+def render_groups(table: Table, width: int = 200) -> list:
+    """A row per configuration: its seeds, how they ended, each metric's mean ± standard
+    deviation over the seeds (with how many, where some had none) and the verdicts' counts."""
+    groups = table.groups()
+    title = f"{len(table.jobs)} job(s) in {len(groups)} configuration(s), mean ± std over seeds"
+    title += f", fixed: {_fixed(table)}" if table.fixed else ""
+    keys = [Column(key, right=False) for key in table.swept if key != SEED_KEY] or [
+        Column("configuration", right=False)  # the seed alone was swept
+    ]
+    metrics = [Column("seeds"), Column("ended", right=False)]
+    metrics += [Column(heading) for _, heading in _SHOWN_METRICS]
+    rows = []
+    for group in groups:
+        ended = ", ".join(
+            f"[{_COLOURS.get(status, 'red')}]{n} {status}[/]" for status, n in group.statuses().items()
+        )
+        values = []
+        for key, _ in _SHOWN_METRICS:
+            if key in VERDICTS:
+                values.append(escape(group.verdicts(key) or "-"))
+                continue
+            spread = group.spread(key)
+            partial = spread is not None and spread.n < len(group.jobs)
+            values.append("-" if spread is None else spread.text() + (f" (n={spread.n})" if partial else ""))
+        names = [escape(v) for v in group.values.values()] or ["all jobs"]
+        rows.append([*names, str(len(group.jobs)), ended, *values])
+    return stacked_tables(title, keys, metrics, rows, width)
 
 
 def _short_name(name: str, table: Table) -> str:

@@ -22,9 +22,10 @@ from gradexp.atomic import write_text_atomic
 from gradexp.provenance import HOW_IT_RAN
 from gradexp.run_files import FINISHED, HYDRA_DIR, MULTIRUN, STATUSES, SUMMARY, read_overrides, read_summary
 from gradexp.sinks.summary import write_json_atomic
+from gradexp.sweeps.groups import SEED_KEY, Group, csv_columns, group_jobs
 from gradexp.sweeps.naming import EXCLUDE_KEY, RESOLVER, job_dir_name
 
-TABLE_JSON, TABLE_CSV = "sweep_table.json", "sweep_table.csv"
+TABLE_JSON, TABLE_CSV, GROUP_CSV = "sweep_table.json", "sweep_table.csv", "sweep_group_table.csv"
 METRICS = (
     "final_train_loss",
     "final_val_loss",
@@ -59,6 +60,15 @@ class Table:
     jobs: list[Job]
     swept: list[str]  # override keys whose value differs between jobs
     fixed: dict[str, str]  # override keys every job shares, with their value
+
+    def seeded(self) -> bool:
+        """Whether the sweep ran its configurations over several seeds (sweep.seeds, or
+        trainer.seed swept by hand)."""
+        return SEED_KEY in self.swept
+
+    def groups(self) -> list[Group]:
+        """The jobs by configuration: every swept key but the seed."""
+        return group_jobs(self.jobs, self.swept)
 
     def all_finished(self) -> bool:
         return all(j.status in FINISHED for j in self.jobs)
@@ -116,20 +126,32 @@ def build(root: Path) -> Table:
 
 
 def write(table: Table) -> tuple[Path, Path]:
-    """sweep_table.json (with the fixed overrides and the counts) and sweep_table.csv, atomically."""
-    rows = table.rows()
+    """sweep_table.json (with the fixed overrides, the counts and the groups of seeds),
+    sweep_table.csv (a row per job) and sweep_group_table.csv (a row per configuration),
+    atomically."""
+    rows, groups = table.rows(), table.groups()
     json_path, csv_path = table.root / TABLE_JSON, table.root / TABLE_CSV
     write_json_atomic(
         json_path,
-        {"swept": table.swept, "fixed": table.fixed, "counts": table.counts(), "jobs": rows},
+        {
+            "swept": table.swept,
+            "fixed": table.fixed,
+            "counts": table.counts(),
+            "jobs": rows,
+            "groups": [g.row() for g in groups],
+        },
     )
+    _write_csv(csv_path, ["job", "status", *table.swept, *METRICS, "error"], rows)
+    _write_csv(table.root / GROUP_CSV, csv_columns(table.swept), [g.flat_row() for g in groups])
+    return json_path, csv_path
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     text = io.StringIO()
-    columns = ["job", "status", *table.swept, *METRICS, "error"]
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
-    write_text_atomic(csv_path, text.getvalue())
-    return json_path, csv_path
+    write_text_atomic(path, text.getvalue())
 
 
 def planned_sweep(root: Path) -> set[str]:
