@@ -90,6 +90,12 @@ VARIANTS = {
         "trainer.clip.max_norm=1.0",
         "diagnostics=full",
     ],
+    "MLP on task=custom data streamed through 2 DataLoader workers, every signal": [
+        "task=custom",
+        "task._target_=benchmarks.streamed_data.blobs",
+        "trainer.workers=2",
+        "diagnostics=full",
+    ],
     "RNN, vanilla tanh, orthogonal W_hh, clipping": [
         "model=rnn",
         "task=adding",

@@ -41,6 +41,7 @@ from gradexp.sweeps.parallel import threads_per_job
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
+SWEEP_PROCESS_ENV = "GRADEXP_SWEEP_PROCESS"  # the pid of the process that runs the command
 
 
 def main() -> None:
@@ -52,6 +53,7 @@ def main() -> None:
         ["gradexp"] if group.size == 1 else ["torchrun", f"--nproc_per_node={group.size}", "-m", "gradexp"]
     )
     os.environ[COMMAND_ENV] = shlex.join([*launcher, *typed])  # provenance: the command as typed
+    os.environ[SWEEP_PROCESS_ENV] = str(os.getpid())  # launched jobs inherit it: see _launched_apart
     if _answered_here(typed):
         return
     try:
@@ -178,7 +180,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         threads = threads_per_job(hydra_cfg)
         summary = train(cfg, run_dir, show_progress=False, overrides=overrides, threads=threads)
     except KeyboardInterrupt as stopped:
-        _interrupted(run_dir, stopped)
+        if not _launched_apart():
+            _interrupted(run_dir, stopped)
+        summary = read_summary(run_dir) or {"status": "interrupted"}
     except Exception as error:  # noqa: BLE001 (a job's failure is a row of the table, not the sweep's end)
         summary = read_summary(run_dir) or {"status": "failed", "error": str(error)}
     report.job_line(run_dir.name, summary)
@@ -209,6 +213,14 @@ def resume_command_line(argv: list[str]) -> list[str]:
     kept = [o for o in saved if not o.startswith("trainer.resume=")]
     rest = [a for a in argv if not a.startswith(("trainer.resume=", "hydra.run.dir="))]
     return [*kept, *rest, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def _launched_apart() -> bool:
+    """Whether this job runs in a process of its own, started by a launcher (joblib's workers,
+    a SLURM job, Ray): a signal to it (scancel, a pre-emption) ends this job, as an interrupted
+    row, while the sweep goes on. With Hydra's basic launcher the jobs run in the sweep's own
+    process, and a signal ends the sweep."""
+    return os.environ.get(SWEEP_PROCESS_ENV) != str(os.getpid())
 
 
 def _interrupted(run_dir: Path, stopped: KeyboardInterrupt) -> None:

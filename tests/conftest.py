@@ -103,7 +103,10 @@ def interrupt_once_training(
     for signum in signals:
         process.send_signal(signum)
         time.sleep(0.02)
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a run that outlived its signals must not outlive the test
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 

@@ -238,7 +238,10 @@ def test_ctrl_c_in_the_users_loop_leaves_the_summary_and_the_events(tmp_path):
     assert process.stdout.readline().strip() == "training"
     time.sleep(1.5)  # past the first flush
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a loop that outlived its Ctrl-C must not outlive the test
     assert process.returncode != 0 and "KeyboardInterrupt" in err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["steps_completed"] >= 50
