@@ -213,8 +213,11 @@ def test_ctrl_c_in_the_users_loop_leaves_the_summary_and_the_events(tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
-            import torch, gradexp
+            import signal, torch, gradexp
             from torch import nn
+            # Ctrl-C raises KeyboardInterrupt, as in a terminal (a job a script starts in the
+            # background, as a CI runner may run this suite, inherits SIGINT ignored)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 1))
             opt = torch.optim.SGD(model.parameters(), lr=0.01)
             monitor = gradexp.watch(model, opt, {str(tmp_path / "run")!r}, log_every=1, report=False)
