@@ -32,6 +32,12 @@ class BatchOrder:
         self._pos += self.batch_size
         return distributed.shard(idx, self.group)
 
+    def copy(self) -> "BatchOrder":
+        """An order that goes on from where this one is, on its own."""
+        twin = BatchOrder(self.n, self.batch_size, 0, self.group, self.device)
+        twin.load_state_dict(self.state_dict())
+        return twin
+
     def state_dict(self) -> dict:
         order = None if self._order is None else self._order.cpu()
         return {"generator": self._generator.get_state(), "order": order, "pos": self._pos}
@@ -78,9 +84,7 @@ class StreamedBatches:
 
     def next(self) -> tuple[Tensor, Tensor]:
         if self._batches is None:
-            ahead = BatchOrder(self.order.n, self.order.batch_size, 0, self.order.group, self.order.device)
-            ahead.load_state_dict(self.order.state_dict())
-            self._batches = iter(self.data.loader(_Sampler(ahead), self.device))
+            self._batches = iter(self.data.loader(_Sampler(self.order.copy()), self.device))
         self.order.next()
         x, y = next(self._batches)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

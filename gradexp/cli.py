@@ -30,7 +30,7 @@ from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.preflight import Plan, check_command_line
 from gradexp.engine import train
 from gradexp.presets import presets_text
-from gradexp.provenance import COMMAND_ENV, versions
+from gradexp.provenance import COMMAND_ENV, launcher, versions
 from gradexp.run_files import CHECKPOINT, FINISHED, read_overrides, read_summary
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sweeps import report
@@ -49,10 +49,7 @@ def main() -> None:
     SweepCallback.sweep_dir = None  # set again if this command line starts a sweep
     typed = sys.argv[1:]
     group = distributed.launched()
-    launcher = (
-        ["gradexp"] if group.size == 1 else ["torchrun", f"--nproc_per_node={group.size}", "-m", "gradexp"]
-    )
-    os.environ[COMMAND_ENV] = shlex.join([*launcher, *typed])  # provenance: the command as typed
+    os.environ[COMMAND_ENV] = shlex.join([*launcher(group.size), *typed])  # provenance: the command as typed
     os.environ[SWEEP_PROCESS_ENV] = str(os.getpid())  # launched jobs inherit it: see _launched_apart
     if _answered_here(typed):
         return

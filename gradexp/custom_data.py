@@ -16,6 +16,7 @@ import inspect
 
 import torch
 from torch import Tensor
+from torch.utils.data import Subset
 
 from gradexp.config.errors import ConfigError, first_line
 from gradexp.config.schema import TaskConfig
@@ -45,18 +46,24 @@ def load(cfg: TaskConfig, seed: int, workers: int | None = None):
     _check_splits(cfg, (x_train, y_train), (x_val, y_val))
     read = _labels if cfg.loss == "cross_entropy" else _targets
     y_train, y_val, d_out = read(cfg, y_train, y_val)
-    x_train, _ = convert(cfg.loss, x_train, y_train)
-    x_val, _ = convert(cfg.loss, x_val, y_val)
-    return x_train, y_train, x_val, y_val, d_out, None
+    return _inputs(x_train), y_train, _inputs(x_val), y_val, d_out, None
 
 
 def convert(loss: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """A batch as the model and the loss take it: float32 inputs where they are real numbers;
-    class labels as integers, or real targets as float32 vectors (a number is a vector of one)."""
-    x = x.float() if x.is_floating_point() else x
+    """A batch as the model and the loss take it (see `_inputs` and `_as_targets`)."""
+    return _inputs(x), _as_targets(loss, y)
+
+
+def _inputs(x: Tensor) -> Tensor:
+    """float32 inputs where they are real numbers (token ids stay integers)."""
+    return x.float() if x.is_floating_point() else x
+
+
+def _as_targets(loss: str, y: Tensor) -> Tensor:
+    """Class labels as integers, or real targets as float32 vectors (a number is a vector of one)."""
     if loss == "cross_entropy":
-        return x, y.long()
-    return x, y.float().reshape(len(y), -1) if y.dim() < 2 else y.float()
+        return y.long()
+    return y.float().reshape(len(y), -1) if y.dim() < 2 else y.float()
 
 
 def _check_splits(cfg: TaskConfig, train: tuple, val: tuple) -> None:
@@ -74,23 +81,18 @@ def _check_splits(cfg: TaskConfig, train: tuple, val: tuple) -> None:
 def _streamed(cfg: TaskConfig, returned, workers: int, seed: int):
     """Two datasets, left where they are: only each split's first two examples are read now,
     to check them and build the model on."""
-    if not (
-        isinstance(returned, tuple | list) and len(returned) == 2 and all(_is_dataset(d) for d in returned)
-    ):
-        kind = type(returned).__name__ + (
-            f" of {len(returned)}" if isinstance(returned, tuple | list) else ""
-        )
+    if not _two_datasets(returned):
         raise ConfigError(
             "trainer.workers",
             workers,
-            f"streams datasets; {cfg._target_} returned a {kind}, in memory already",
+            f"streams datasets; {cfg._target_} returned a {_kind(returned)}, in memory already",
             "null, or a function that returns (train_set, val_set)",
         )
     train_set, val_set = returned
     data = StreamedData(train_set, val_set, workers, seed, functools.partial(convert, cfg.loss))
     empty = (torch.empty(0), torch.empty(0))
     (x_train, y_train), (x_val, y_val) = (
-        _read(cfg._target_, _Head(dataset, 2), split) if len(dataset) else empty
+        _read(cfg._target_, Subset(dataset, range(min(2, len(dataset)))), split) if len(dataset) else empty
         for split, dataset in (("training", train_set), ("validation", val_set))
     )
     _check_splits(cfg, (x_train, y_train), (x_val, y_val))
@@ -111,19 +113,6 @@ def _streamed(cfg: TaskConfig, returned, workers: int, seed: int):
     return x_train, y_train, x_val, y_val, d_out, data
 
 
-class _Head:
-    """A dataset's first `n` examples."""
-
-    def __init__(self, dataset, n: int):
-        self.dataset, self.n = dataset, min(n, len(dataset))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        return self.dataset[i]
-
-
 def _tensors(target: str, returned) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if (
         isinstance(returned, tuple | list)
@@ -131,10 +120,18 @@ def _tensors(target: str, returned) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         and all(isinstance(t, Tensor) for t in returned)
     ):
         return tuple(t.detach().cpu() for t in returned)
-    if isinstance(returned, tuple | list) and len(returned) == 2 and all(_is_dataset(d) for d in returned):
+    if _two_datasets(returned):
         return (*_read(target, returned[0], "training"), *_read(target, returned[1], "validation"))
-    kind = type(returned).__name__ + (f" of {len(returned)}" if isinstance(returned, tuple | list) else "")
-    raise ConfigError(KEY, target, f"returned a value of type {kind}", EXAMPLE)
+    raise ConfigError(KEY, target, f"returned a value of type {_kind(returned)}", EXAMPLE)
+
+
+def _two_datasets(returned) -> bool:
+    return isinstance(returned, tuple | list) and len(returned) == 2 and all(_is_dataset(d) for d in returned)
+
+
+def _kind(returned) -> str:
+    """What a function returned, for an error: 'NoneType', 'tuple of 3'."""
+    return type(returned).__name__ + (f" of {len(returned)}" if isinstance(returned, tuple | list) else "")
 
 
 def _is_dataset(data) -> bool:
@@ -185,7 +182,7 @@ def _targets(cfg: TaskConfig, y_train: Tensor, y_val: Tensor) -> tuple[Tensor, T
             f"needs real-valued targets; {cfg._target_} gives {y_train.dtype} ones",
             "cross_entropy for class labels",
         )
-    y_train, y_val = (convert("mse", y, y)[1] for y in (y_train, y_val))
+    y_train, y_val = (_as_targets("mse", y) for y in (y_train, y_val))
     if y_train.shape[1:] != y_val.shape[1:]:
         raise ConfigError(
             KEY,

@@ -50,11 +50,13 @@ def launched() -> Group:
     return Group(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
 
 
-def current() -> Group:
-    """The group of the process group this process has joined (one process when none)."""
+def current(environment: bool = False) -> Group:
+    """The group of the process group this process has joined. Without one: one process, or
+    with `environment` the group torchrun describes (a watched loop may make its monitor before
+    it joins its process group)."""
     if dist.is_available() and dist.is_initialized():
         return Group(dist.get_rank(), dist.get_world_size(), launched().local_rank)
-    return Group()
+    return launched() if environment else ALONE
 
 
 def join() -> Group:
@@ -145,8 +147,8 @@ class Pace:
 
     def check(self) -> None:
         """Raise RunStopped where the run must stop now (see `stopping`)."""
-        if self.group.size > 1 and self.stop_signum is not None:
+        if self.group.size > 1:
+            if self.stop_signum is None:  # not agreed yet, even where a signal came
+                return
             self.stop.signum = self.stop.signum or self.stop_signum
-        elif self.group.size > 1:
-            return
         self.stop.check()

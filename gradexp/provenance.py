@@ -21,17 +21,19 @@ COMMAND_ENV = "GRADEXP_COMMAND"
 HOW_IT_RAN = ("trainer.resume=", "sweep.resume=")  # overrides that say how a run went on, not what it is
 
 
+def launcher(processes: int) -> list[str]:
+    """The command that starts gradexp on `processes` processes: itself, or torchrun's."""
+    return ["gradexp"] if processes == 1 else ["torchrun", f"--nproc_per_node={processes}", "-m", "gradexp"]
+
+
 def provenance(
     overrides: list[str], device: torch.device | None, deterministic: bool, processes: int = 1
 ) -> dict:
     on_cuda = device is not None and device.type == "cuda"
-    launcher = (
-        ["gradexp"] if processes == 1 else ["torchrun", f"--nproc_per_node={processes}", "-m", "gradexp"]
-    )
     return {
         "command": os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         # this run alone, from the start, whatever sweep it was in and however often it was resumed
-        "rerun": shlex.join([*launcher, *(o for o in overrides if not o.startswith(HOW_IT_RAN))]),
+        "rerun": shlex.join([*launcher(processes), *(o for o in overrides if not o.startswith(HOW_IT_RAN))]),
         "versions": versions(),
         "git_commit": _git_commit(),
         "platform": platform.platform(),

@@ -40,30 +40,31 @@ class StreamedData:
 
     def loader(self, batch_sampler, device: torch.device) -> DataLoader:
         """The training batches `batch_sampler` names, read by the workers."""
-        return DataLoader(
-            self.train,
-            batch_sampler=batch_sampler,
-            num_workers=self.workers,
-            collate_fn=self.collate,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.seed + WORKER_SEED_OFFSET),
-        )
+        return self._loader(self.train, device, batch_sampler=batch_sampler)
 
     def chunks(self, split: str, n: int, size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
         """The split's first `n` examples, `size` at a time, in order, on `device`."""
         if split not in self._evaluation:
             dataset = getattr(self, split)
-            self._evaluation[split] = DataLoader(
-                Subset(dataset, range(min(n, len(dataset)))),
-                batch_size=size,
-                num_workers=self.workers,
-                collate_fn=self.collate,
-                pin_memory=device.type == "cuda",
-                persistent_workers=self.workers > 0,
-                generator=torch.Generator().manual_seed(self.seed + WORKER_SEED_OFFSET),
+            first = Subset(dataset, range(min(n, len(dataset))))
+            self._evaluation[split] = self._loader(
+                first, device, batch_size=size, persistent_workers=self.workers > 0
             )
         for x, y in self._evaluation[split]:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def _loader(self, dataset: Dataset, device: torch.device, **order) -> DataLoader:
+        """A loader of `dataset` by this data's workers, collated as the loss takes it, pinned
+        for a copy to CUDA, its workers seeded from their own generator; `order` says which
+        examples make each batch (and whether its workers outlive one pass)."""
+        return DataLoader(
+            dataset,
+            num_workers=self.workers,
+            collate_fn=self.collate,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed + WORKER_SEED_OFFSET),
+            **order,
+        )
 
     def close(self) -> None:
         """Stop the evaluation loaders' workers."""

@@ -17,7 +17,6 @@ DistributedDataParallel only rank 0 records; backward has synchronized the gradi
 """
 
 import atexit
-import os
 import sys
 import time
 import weakref
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gradexp import outcome
+from gradexp import distributed, outcome
 from gradexp.config.errors import ConfigError
 from gradexp.config.schema import DiagnosticsConfig
 from gradexp.diagnostics.monitor import Diagnostics
@@ -101,7 +100,7 @@ class Monitor:
         self.diagnostics: Diagnostics | None = None
         self.sinks: list = []
         self.summary: dict | None = None  # set by close
-        self.recording = _rank() == 0  # under DDP, rank 0 records and the others do nothing
+        self.recording = distributed.current(environment=True).leader  # under DDP, rank 0 records
         self._pending: tuple | None = None  # a measured step whose optimizer update is to come
         self._capture = ExitStack()  # the diagnostics' hooks, open during a diagnostic step's pass
         self._capturing = False
@@ -234,7 +233,12 @@ class Monitor:
     def _on_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Before the model's first call with gradients (not the loop's evaluation): find the
         network by tracing that call's inputs, then open the hooks if step 0 is diagnostic."""
-        if self.network is not None or self._tracing or not torch.is_grad_enabled() or _world() > 1:
+        if (
+            self.network is not None
+            or self._tracing
+            or not torch.is_grad_enabled()
+            or distributed.current(environment=True).size > 1
+        ):
             return  # with several processes, no pass of rank 0's own: the passive trace finds it
         with self._guard():
             self._stop_tracer()
@@ -422,22 +426,6 @@ def ending(exc: BaseException | None) -> tuple[str, str | None]:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", None
     return "failed", f"{type(exc).__name__}: {exc}"
-
-
-def _rank() -> int:
-    """This process's rank: from the process group, else from torchrun's environment (a monitor
-    made before init_process_group)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", 0))
-
-
-def _world() -> int:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _default_run_dir() -> Path:

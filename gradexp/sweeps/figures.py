@@ -279,7 +279,7 @@ def _cells(table: Table, metric: str, keys: list[str]) -> dict[tuple, tuple[floa
             )
         return cells
     cells = {}
-    for group in group_jobs(table.jobs, table.swept):
+    for group in table.groups():
         spread = Spread.of([j.summary.get(metric) for j in group.jobs if j.status == "completed"])
         if spread is None:
             text = "\n".join(f"{n} {status}" for status, n in group.statuses().items())

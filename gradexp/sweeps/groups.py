@@ -15,6 +15,7 @@ SEED_KEY = "trainer.seed"
 SPREAD_METRICS = ("final_train_loss", "final_val_loss", "final_val_acc", "grad_ratio_first_last")
 VERDICTS = ("verdict", "verdict_last")
 STATUS_ORDER = ("completed", "diverged", "failed", "interrupted", "unfinished")
+STATISTICS = ("mean", "std", "min", "max", "n")  # a Spread's fields: a CSV column each
 
 
 @dataclass
@@ -79,15 +80,15 @@ class Group:
         }
 
     def flat_row(self) -> dict:
-        """The group as a row of sweep_group_table.csv: one column per statistic."""
-        row = {"group": self.name, **self.values, "seeds": len(self.jobs)}
-        row.update({s: self.statuses().get(s, 0) for s in STATUS_ORDER})
+        """The group as a row of sweep_group_table.csv: `row`, with a column per status and
+        per statistic."""
+        row = self.row()
+        flat = {"group": row["group"], **self.values, "seeds": row["seeds"]}
+        flat.update({s: row["statuses"].get(s, 0) for s in STATUS_ORDER})
         for metric in SPREAD_METRICS:
-            spread = self.spread(metric)
-            for stat in ("mean", "std", "min", "max", "n"):
-                row[f"{metric}_{stat}"] = None if spread is None else getattr(spread, stat)
-        row.update({key: self.verdicts(key) for key in VERDICTS})
-        return row
+            flat.update({f"{metric}_{stat}": (row[metric] or {}).get(stat) for stat in STATISTICS})
+        flat.update({key: row[key] for key in VERDICTS})
+        return flat
 
 
 def group_jobs(jobs: list, swept: list[str]) -> list[Group]:
@@ -102,6 +103,6 @@ def group_jobs(jobs: list, swept: list[str]) -> list[Group]:
 
 
 def csv_columns(swept: list[str]) -> list[str]:
-    stats = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("mean", "std", "min", "max", "n")]
+    stats = [f"{m}_{s}" for m in SPREAD_METRICS for s in STATISTICS]
     keys = [k for k in swept if k != SEED_KEY]
     return ["group", *keys, "seeds", *STATUS_ORDER, *stats, *VERDICTS]
