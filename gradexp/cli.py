@@ -175,7 +175,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         cfg.trainer.resume = str(run_dir)  # go on from its checkpoint
     try:
         threads = threads_per_job(hydra_cfg)
-        summary = train(cfg, run_dir, show_progress=False, overrides=overrides, threads=threads)
+        figures_now = bool(cfg.sweep.job_figures)  # else gradexp-report <job> draws them
+        summary = train(cfg, run_dir, False, overrides, threads, figures_now)
     except KeyboardInterrupt as stopped:
         if not _launched_apart():
             _interrupted(run_dir, stopped)

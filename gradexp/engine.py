@@ -67,6 +67,7 @@ class Run:
     prediction: dict = field(default_factory=dict)  # the mean-field theory, for the network as built
     steps_completed: int = 0  # optimizer updates applied
     identity: dict = field(default_factory=dict)  # the resolved config, which a checkpoint must match
+    figures_now: bool = True  # draw the end-of-run figures, or leave them to gradexp-report (a sweep's job)
 
     def loss(self, output: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         if self.task.classification:  # a prediction per example, or per position of a sequence
@@ -80,6 +81,7 @@ def train(
     show_progress: bool = True,
     overrides: list[str] | None = None,
     threads: int | None = None,
+    figures_now: bool = True,
 ) -> dict:
     """Train the experiment `cfg` describes, writing its records into `run_dir`; return the
     summary (also written to run_dir/summary.json). A divergence is a result, not an error;
@@ -87,8 +89,10 @@ def train(
     so far. The first Ctrl-C or SIGTERM stops the run at the end of its current step, a second
     one at once; either way it raises `RunStopped` once the summary is written. `overrides` (as
     typed on the command line) become the run's HParams columns; `threads` is the torch thread
-    count when trainer.threads does not set one. In a process group (torchrun), the processes
-    train the run together; rank 0 writes, and a signal stops them all at the next flush."""
+    count when trainer.threads does not set one; `figures_now=False` leaves the end-of-run
+    figures for `gradexp-report` to draw (what they are drawn from is saved). In a process group
+    (torchrun), the processes train the run together; rank 0 writes, and a signal stops them
+    all at the next flush."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
@@ -99,6 +103,7 @@ def train(
             config = validate(cfg)
             run = build_run(config, run_dir, show_progress, started, threads)
             run.identity = checkpoint.identity(cfg)
+            run.figures_now = figures_now
             if config.trainer.resume is not None:
                 checkpoint.resume_run(run, Path(config.trainer.resume))
             _train_loop(run, stop)
@@ -232,10 +237,14 @@ def _replicated(model: nn.Module, device: torch.device, group: Group) -> nn.Modu
 
 def _set_determinism(on: bool, device: torch.device) -> None:
     """PyTorch's deterministic algorithms, on or off for every run (so an earlier job's setting
-    never carries over). On CUDA, cuBLAS also needs a fixed workspace, set before its first use."""
+    never carries over). On CUDA, cuBLAS also needs a fixed workspace, set before its first use.
+    The switch is only thrown when it changes: its first call imports TorchInductor's config
+    (about a second), which a run that stays non-deterministic never needs."""
     if on and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on)
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if torch.are_deterministic_algorithms_enabled() != on or warn_only:
+        torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = False
 
@@ -401,7 +410,7 @@ def _close(run: Run, status: str) -> tuple[str, dict[str, float]]:
     if run.task.streamed:
         run.task.streamed.close()
     if run.config.diagnostics.figures and run.group.leader:
-        outcome.draw_figures(recorder, run.run_dir, run.sinks)
+        outcome.end_figures(recorder, run.run_dir, run.sinks, now=run.figures_now)
     return status, final
 
 

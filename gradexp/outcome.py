@@ -14,6 +14,7 @@ from gradexp.network import Network
 from gradexp.precision import COLLAPSED_BELOW
 from gradexp.provenance import provenance
 from gradexp.recorder import GradientRecorder
+from gradexp.run_files import FIGURE_DATA, RUN_FIGURES
 from gradexp.sinks.base import Sink
 
 
@@ -78,18 +79,28 @@ def summary(
     }
 
 
-def draw_figures(recorder: GradientRecorder, run_dir: Path, sinks: list[Sink]) -> None:
-    """Figures from what was recorded, into run_dir/figures/ and TensorBoard's Images tab."""
-    images = report.draw(recorder)
+def end_figures(recorder: GradientRecorder, run_dir: Path, sinks: list[Sink], now: bool = True) -> None:
+    """The end-of-run figures: drawn now, or (`now=False`, a sweep's job) left for later, with
+    what they are drawn from saved for `gradexp-report <run dir>` to draw."""
+    data = report.FigureData.of(recorder)
+    if now:
+        draw_figures(data, run_dir, sinks)
+    elif data.norm_history or data.vector_history:
+        data.save(run_dir / FIGURE_DATA)
+
+
+def draw_figures(data: report.FigureData, run_dir: Path, sinks: list[Sink]) -> list[str]:
+    """The figures into run_dir/figures/ and TensorBoard's Images tab; their names."""
+    images = report.draw(data)
     if not images:
-        return
-    folder = run_dir / "figures"
+        return []
+    folder = run_dir / RUN_FIGURES
     folder.mkdir(exist_ok=True)
     for name, png in images.items():
         (folder / f"{name}.png").write_bytes(png)
-    last_step, _ = recorder.logged_norms(-1)
     for sink in sinks:
-        sink.write_images(last_step or 0, images)
+        sink.write_images(data.last_step, images)
+    return list(images)
 
 
 def _precision_summary(recorder: GradientRecorder | None, name: str | None, loss_scale) -> dict:

@@ -19,6 +19,7 @@ class Preset:
     name: str
     summary: str  # the first sentence of the file's opening comment
     sweeps: list[str]  # the keys its grid varies; empty for a single run
+    seeds: int = 1  # each configuration runs over this many seeds (its sweep.seeds)
 
     @property
     def command(self) -> str:
@@ -29,8 +30,12 @@ def find_presets(config_dir: Path = CONFIG_DIR) -> list[Preset]:
     found = []
     for group in GROUPS:
         for path in sorted((config_dir / group).glob("*.yaml")):
-            params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
-            found.append(Preset(group, path.stem, _summary(path.read_text()), [str(k) for k in params]))
+            preset = OmegaConf.load(path)
+            params = OmegaConf.select(preset, "hydra.sweeper.params") or {}
+            seeds = OmegaConf.select(preset, "sweep.seeds") or 1
+            found.append(
+                Preset(group, path.stem, _summary(path.read_text()), [str(k) for k in params], seeds)
+            )
     return found
 
 
@@ -48,7 +53,8 @@ def presets_text() -> str:
     presets = find_presets()
     lines = ["Presets (configs/experiment/, configs/hparams_search/); each file explains its numbers:"]
     for preset in presets:
-        swept = f" (sweeps {', '.join(preset.sweeps)})" if preset.sweeps else " (one run)"
+        seeds = f", over {preset.seeds} seeds" if preset.seeds > 1 else ""
+        swept = f" (sweeps {', '.join(preset.sweeps)}{seeds})" if preset.sweeps else " (one run)"
         lines.append(f"  {preset.command}")
         lines.append(f"      {preset.summary}{swept}")
     return "\n".join(lines)

@@ -209,7 +209,7 @@ class Monitor:
                 if k in ("loss/train", "loss/val", "acc/val")
             }
             if self.config.figures:
-                outcome.draw_figures(self.recorder, self.run_dir, self.sinks)
+                outcome.end_figures(self.recorder, self.run_dir, self.sinks)
         self.summary = self._summary(status, error, final)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.run_dir / "summary.json", self.summary)

@@ -89,7 +89,10 @@ def test_the_custom_model_is_a_pre_ln_residual_tower():
 def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
     stdout = run_benchmark("sweep_overhead.py", "--jobs", "4", "--steps", "5", "--repeats", "1")
     assert re.search(r"sweep overhead per job over the plain loop: +-?\d+\.\d+ s", stdout)
-    assert re.search(r"joblib speed-up over the basic launcher: +\d+\.\d+x", stdout)
+    n = r"-?\d+\.\d+"
+    assert re.search(rf"paid once: +{n} s\n +of it, a PyTorch script's own start: +{n} s", stdout)
+    assert re.search(rf"joblib speed-up, 4 jobs as a whole: +{n}x", stdout)
+    assert re.search(rf"joblib speed-up per job: +{n}x +\({n} s a job, against {n} s\)", stdout)
 
 
 def test_overhead_benchmark_in_fp16_prints_a_table_against_a_bare_fp16_loop():

@@ -295,7 +295,7 @@ def test_presets_are_listed_a_line_each_with_the_command_that_runs_them(tmp_path
     assert "gradexp -m experiment=vanishing_sigmoid" in result.stdout
     assert "gradexp experiment=deep_linear_product" in result.stdout  # a single run, without -m
     assert (
-        "Deep sigmoid networks lose their gradient on the way to the input (sweeps model.depth)"
+        "Deep sigmoid networks lose their gradient on the way to the input (sweeps model.depth, over 3 seeds)"
         in result.stdout
     )
     assert not list(tmp_path.iterdir())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
 from gradexp.sweeps.naming import MAX_NAME, job_dir_name, naming_overrides
@@ -412,3 +413,41 @@ def test_a_combination_hydra_cannot_compose_is_a_failed_row_not_a_refusal(tmp_pa
     assert (rnn["model"], rnn["status"], mlp["model"], mlp["status"]) == ("rnn", "failed", "mlp", "completed")
     assert "no such key for this model (it belongs to model=mlp)" in rnn["error"]
     assert read_summary(tmp_path / "sweep" / mlp["job"])["config"]["model"]["depth"] == 2
+
+
+def test_a_jobs_figures_are_left_for_gradexp_report_which_draws_the_runs_own(tmp_path):
+    """A sweep's job saves what its end-of-run figures are drawn from instead of drawing them
+    (about a fifth of a second a job); `gradexp-report <job>` draws them once, the same figures
+    to the byte as the job run alone draws, into figures/ and TensorBoard's Images tab."""
+    result = sweep(tmp_path, "model.depth=2,3", "trainer.deterministic=true")
+    assert result.returncode == 0, result.stderr
+    job = tmp_path / "sweep" / "001_model.depth=3"
+    assert not (job / "figures").exists() and (job / "figure_data.json").is_file()
+    script = str(Path(sys.executable).parent / "gradexp-report")
+
+    def report(*flags: str) -> str:
+        done = subprocess.run([script, str(job), *flags], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "drawn now" not in report("--no-figures") and not (job / "figures").exists()
+    assert "(gradient_flow.png, norm_vs_depth.png, drawn now)" in report()
+    assert "drawn now" not in report()  # drawn once
+    rerun = shlex.split(read_summary(job)["provenance"]["rerun"])
+    alone = run_cli(*rerun[1:], "hydra.run.dir=alone", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    drawn = {p.name: p.read_bytes() for p in (job / "figures").glob("*.png")}
+    assert drawn == {p.name: p.read_bytes() for p in (tmp_path / "alone" / "figures").glob("*.png")}
+    images = EventAccumulator(str(job))
+    images.Reload()
+    assert set(images.Tags()["images"]) == {"figures/gradient_flow", "figures/norm_vs_depth"}
+
+
+def test_sweep_job_figures_true_draws_each_jobs_figures_as_it_ends(tmp_path):
+    result = sweep(tmp_path, "model.depth=2,3", "sweep.job_figures=true")
+    assert result.returncode == 0, result.stderr
+    for job in ("000_model.depth=2", "001_model.depth=3"):
+        run = tmp_path / "sweep" / job
+        drawn = sorted(p.name for p in (run / "figures").iterdir())
+        assert drawn == ["gradient_flow.png", "norm_vs_depth.png"]
+        assert not (run / "figure_data.json").exists()

@@ -18,13 +18,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from gradexp.config import CONFIG_DIR
+from gradexp.config.compose import ComposeOnce
 from gradexp.config.errors import NO_VALUE, ConfigError, first_line
 from gradexp.config.grid import check_grid, values_of
 from gradexp.config.hints import unknown_key_problem
 from gradexp.config.seeds import seed_sweep
+from gradexp.config.sweeper import grid_sweeper
 from gradexp.config.validate import validate
 from gradexp.models import MODELS
 from gradexp.run_files import is_sweep
@@ -91,22 +93,25 @@ def check_command_line(argv: list[str]) -> Plan:
     config_name = args.config_name or "config"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
         group_options = GlobalHydra.instance().config_loader().get_group_options
+        composer = ComposeOnce(GlobalHydra.instance().config_loader())
         first = [values[0] for values in (values_of(o, group_options) for o in overrides) if values]
         # Hydra's own config (the launcher, a preset's sweep, the output directory, the resume
         # flags), from the group choices and those flags alone, so that a key only some jobs
         # have (a combination, see grid.py) cannot fail it; a launcher or sweeper that is not
         # installed fails here, with its extra named
         shaping = [line for line in first if "." not in line.partition("=")[0] or line.startswith(_SHAPING)]
-        composed = _compose(config_name, searchpath + shaping + hydra_lines, hydra=True)
+        composed = _compose(composer, config_name, searchpath + shaping + hydra_lines, hydra=True)
         _check_launcher(composed.hydra.launcher)
         if args.multirun:
             overrides += _file_sweeps(composed.hydra.sweeper, overrides)
         else:
             _check_not_a_sweep_preset(composed, overrides)
-        forced = _check_jobs(config_name, searchpath, overrides, group_options)
+        forced = _check_jobs(composer, config_name, searchpath, overrides, group_options)
         added = seed_sweep(composed, overrides, args.multirun)
+        added += grid_sweeper(composed, hydra_lines, args.multirun)
         resuming = not args.multirun and composed.trainer.resume is not None
-        job = _compose(config_name, searchpath + first) if resuming else None  # what a checkpoint must match
+        # what a checkpoint must match
+        job = _compose(composer, config_name, searchpath + first) if resuming else None
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     directory = str(composed.hydra.sweep.dir if args.multirun else composed.hydra.run.dir)
     _check_writable(key, directory)
@@ -130,7 +135,7 @@ def _check_multirun_flag(overrides: list[Override], multirun: bool) -> None:
 
 
 def _check_jobs(
-    config_name: str, searchpath: list[str], overrides: list[Override], group_options
+    composer: ComposeOnce, config_name: str, searchpath: list[str], overrides: list[Override], group_options
 ) -> set[str]:
     """Validate jobs of the grid until every value has run in one (grid.py); return the
     overrides that combinations need forced."""
@@ -143,7 +148,7 @@ def _check_jobs(
 
     def attempt(job: list[str]) -> ConfigError | None:
         try:
-            cfg = _compose(config_name, searchpath + job)
+            cfg = _compose(composer, config_name, searchpath + job)
             validate(cfg)
             _check_activation_applies(cfg, job)
         except ConfigError as error:
@@ -255,9 +260,17 @@ def _check_launcher(launcher: DictConfig) -> None:
         )
 
 
-def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
+def _compose(
+    composer: ComposeOnce, config_name: str, overrides: list[str], hydra: bool = False
+) -> DictConfig:
+    """Hydra's `compose`, by a composer that reuses an earlier job's config where only plain
+    values differ (the grid's jobs mostly)."""
     try:
-        return compose(config_name, overrides=overrides, return_hydra_config=hydra)
+        cfg = composer.compose(config_name, overrides, from_shell=False)
+        if not hydra:
+            with open_dict(cfg):
+                del cfg["hydra"]
+        return cfg
     except MissingConfigException as error:
         raise _missing_choice(error, config_name) from None
     except ConfigCompositionException as error:

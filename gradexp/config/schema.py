@@ -126,6 +126,7 @@ class ObjectiveConfig:
 class SweepConfig:
     resume: bool = False  # in an existing sweep directory: keep finished jobs, resume or re-run the rest
     seeds: int = 1  # every configuration over trainer.seed, ..., trainer.seed + seeds - 1
+    job_figures: bool = False  # each job draws its figures; else gradexp-report <job> draws them later
 
 
 @dataclass

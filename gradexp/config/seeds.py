@@ -2,16 +2,15 @@
 trainer.seed + N - 1, as if `trainer.seed=s,s+1,...` had been typed (the sweep table then groups
 the jobs by configuration, with the spread over the seeds: see sweeps/groups.py)."""
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
 from gradexp.config.errors import ConfigError
+from gradexp.config.sweeper import GRID_SWEEPERS
 from gradexp.config.validate import MAX_SEED
 
 KEY = "sweep.seeds"
 SEED = "trainer.seed"
-_BASIC = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 
 
 def seed_sweep(composed: DictConfig, overrides: list[Override], multirun: bool) -> list[str]:
@@ -25,7 +24,7 @@ def seed_sweep(composed: DictConfig, overrides: list[Override], multirun: bool) 
         return []
     if not multirun:
         raise ConfigError(KEY, n, "runs each configuration of a sweep over several seeds", "add -m, or 1")
-    if composed.hydra.sweeper._target_ != _BASIC:
+    if composed.hydra.sweeper._target_ not in GRID_SWEEPERS:
         raise ConfigError(KEY, n, "a searching sweeper (hparams_search) picks its own trials", "1")
     typed = next((o for o in overrides if o.key_or_group == SEED), None)
     if typed is not None and typed.is_sweep_override():

@@ -98,12 +98,14 @@ def display_only() -> Iterator[None]:
     """Histograms are drawn, never trained on: under trainer.deterministic they may use CUDA's
     scatter kernels, which have no deterministic version (their sums can differ in the last bit
     from run to run; the counts cannot)."""
-    was = torch.are_deterministic_algorithms_enabled()
+    if not torch.are_deterministic_algorithms_enabled():  # nothing to switch (see engine._set_determinism)
+        yield
+        return
     torch.use_deterministic_algorithms(False)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(was)
+        torch.use_deterministic_algorithms(True)
 
 
 def histogram_proto(stats: list[float]) -> HistogramProto:

@@ -1,7 +1,10 @@
 """What the diagnostics add to a run's summary and figures: the mean-field prediction, read off
 the initialized network, beside the measured signals and a verdict."""
 
+import json
 import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -108,24 +111,56 @@ def _through_time_verdict(ratios: dict[str, float]) -> str | None:
     return next((v for v in ("vanishing", "exploding", "stable") if v in verdicts), None)
 
 
-def draw(recorder: GradientRecorder) -> dict[str, bytes]:
-    """The end-of-run figures, by file name, from what the recorder kept."""
+_DRAWN_SIGNALS = ("grad_signal", "act_std")  # the first values norm_vs_depth draws beside the norms
+
+
+@dataclass
+class FigureData:
+    """What a run's end-of-run figures are drawn from. The recorder keeps it; a sweep job that
+    leaves its figures for later saves it to its directory, for `gradexp-report` to draw the
+    same figures from. Saved as JSON with NaN and infinity kept (Python reads them back), and
+    floats written exactly, so the figures drawn later are the ones the run would have drawn."""
+
+    layers: list[str]
+    norm_history: list[tuple[int, list[float]]]  # (step, layer norms) per logged step
+    first_values: dict[str, float]  # each drawn signal's first value, by tag
+    vector_history: dict[str, list[tuple[int, list[float]]]]  # an RNN's gradient through time
+
+    @classmethod
+    def of(cls, recorder: GradientRecorder) -> "FigureData":
+        first = {t: v for t, v in recorder.first_values.items() if t.split("/", 1)[0] in _DRAWN_SIGNALS}
+        return cls(recorder.layer_names, recorder.norm_history, first, recorder.vector_history)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> "FigureData":
+        return cls(**json.loads(path.read_text()))
+
+    @property
+    def last_step(self) -> int:
+        return self.norm_history[-1][0] if self.norm_history else 0
+
+
+def draw(data: FigureData) -> dict[str, bytes]:
+    """The end-of-run figures, by file name."""
     drawn = {}
-    layers = recorder.layer_names
-    if recorder.norm_history:
-        drawn["gradient_flow"] = figures.gradient_flow(layers, recorder.norm_history)
-        (first_step, first), (last_step, last) = recorder.logged_norms(0), recorder.logged_norms(-1)
-        series = {f"grad norm, step {first_step}": first}
+    layers, history = data.layers, data.norm_history
+    if history:
+        drawn["gradient_flow"] = figures.gradient_flow(layers, history)
+        (first_step, first), (last_step, last) = history[0], history[-1]
+        series = {f"grad norm, step {first_step}": dict(zip(layers, first))}
         if last_step != first_step:
-            series[f"grad norm, step {last_step}"] = last
+            series[f"grad norm, step {last_step}"] = dict(zip(layers, last))
         order = {name: i for i, name in enumerate(layers)}
-        signal = _by_layer(recorder.first_values, "grad_signal", order)
+        signal = _by_layer(data.first_values, "grad_signal", order)
         if signal:
             series[f"back-propagated signal ||dL/dz||, step {first_step}"] = signal
-        act_std = _by_layer(recorder.first_values, "act_std", order)
+        act_std = _by_layer(data.first_values, "act_std", order)
         if act_std:
             series[f"activation std (forward), step {first_step}"] = act_std
         drawn["norm_vs_depth"] = figures.norm_against_depth(layers, series)
-    if recorder.vector_history:
-        drawn["grad_through_time"] = figures.through_time(recorder.vector_history)
+    if data.vector_history:
+        drawn["grad_through_time"] = figures.through_time(data.vector_history)
     return drawn

@@ -304,12 +304,18 @@ def gradient_flows(table: Table) -> bytes | None:
     # the 1st to 99th percentile: a diverging job's last steps must not wash the others out
     vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     columns = min(len(flows), 4)
-    fig, axes = plt.subplots(
-        math.ceil(len(flows) / columns),
-        columns,
-        figsize=(3.2 * columns + 1, 2.6 * math.ceil(len(flows) / columns)),
-        squeeze=False,
-        layout="constrained",
+    rows = math.ceil(len(flows) / columns)
+    width, height = 3.2 * columns + 1, 2.6 * rows
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    # margins set in inches, not found by constrained layout: it measures every tick label of
+    # every panel, a twentieth of a second a panel, which a large sweep pays per job
+    fig.subplots_adjust(
+        left=0.7 / width,
+        right=1 - 0.3 / width,
+        bottom=0.6 / height,
+        top=1 - 0.35 / height,
+        hspace=0.5,
+        wspace=0.3,
     )
     for ax, (job, (layers, steps, _)), grid in zip(axes.flat, flows, grids):
         extent = (steps[0] - 0.5, steps[-1] + 0.5, 0.5, len(layers) + 0.5)

@@ -4,7 +4,8 @@ runs side by side.
 
 The CLI calls `finish_sweep` when a multirun ends, however it ends. `gradexp-report` (`main`)
 rebuilds the same from the files alone, at any time, and writes only into a sweep directory
-gradexp made: a run directory, or any other directory, is read and never written.
+gradexp made, and into a sweep job's directory the end-of-run figures the job left for later;
+any other run directory, or any other directory, is read and never written.
 """
 
 import argparse
@@ -18,11 +19,14 @@ from rich.markup import escape
 from gradexp.activations import ACTIVATIONS
 from gradexp.config.schema import ActivationConfig
 from gradexp.diagnostics.figures import activations_and_derivatives
+from gradexp.diagnostics.report import FigureData
 from gradexp.diagnostics.theory import derivative
-from gradexp.run_files import is_run, is_sweep, read_summary
+from gradexp.outcome import draw_figures
+from gradexp.run_files import FIGURE_DATA, RUN_FIGURES, is_run, is_sweep, read_summary
 from gradexp.sinks.console import later_diagnostic_step, relative_to_cwd, run_report
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sinks.layout import Column, fmt, make_console, stacked_tables
+from gradexp.sinks.tensorboard import TensorBoardSink
 from gradexp.sweeps import compare, figures
 from gradexp.sweeps.groups import SEED_KEY, VERDICTS
 from gradexp.sweeps.table import Table, build, counts_line, resume_command, write
@@ -230,7 +234,7 @@ def _report(args: argparse.Namespace) -> None:
         return
     directory = args.directories[0]
     if is_run(directory):
-        _show_run(directory)
+        _show_run(directory, draw=not args.no_figures)
         return
     table = build(directory)
     if not table.jobs:
@@ -238,8 +242,9 @@ def _report(args: argparse.Namespace) -> None:
     show(table, draw=not args.no_figures, write_files=is_sweep(directory))
 
 
-def _show_run(run: Path) -> None:
-    """A saved run's per-layer table, diagnosis and status, as it printed when it ended."""
+def _show_run(run: Path, draw: bool) -> None:
+    """A saved run's per-layer table, diagnosis and status, as it printed when it ended; and the
+    end-of-run figures of a sweep's job that left them for later, drawn once."""
     summary = read_summary(run)
     if not summary:
         _error(f"{run}: no summary.json in it: the run is still going, or was killed before it wrote one")
@@ -248,7 +253,25 @@ def _show_run(run: Path) -> None:
         console.print(part, highlight=False)
     shown = relative_to_cwd(str(run))
     console.print(f"files:       {shown}")
+    drawn = draw_job_figures(run) if draw else []
+    if drawn:
+        names = ", ".join(f"{name}.png" for name in drawn)
+        console.print(f"figures:     {shown}/{RUN_FIGURES}/ ({names}, drawn now)")
     console.print(f"tensorboard: tensorboard --logdir {shown}")
+
+
+def draw_job_figures(run: Path) -> list[str]:
+    """The figures a sweep's job left for later (sweep.job_figures=false), drawn from what it
+    saved into its figures/ and, as a new event file, TensorBoard's Images tab; their names.
+    Nothing when the job saved nothing or its figures are drawn already."""
+    data_file = run / FIGURE_DATA
+    if not data_file.is_file() or (run / RUN_FIGURES).is_dir():
+        return []
+    images = TensorBoardSink(run)
+    try:
+        return draw_figures(FigureData.load(data_file), run, [images])
+    finally:
+        images.close()
 
 
 def _compare(runs: list[Path], figure_path: Path | None) -> None:

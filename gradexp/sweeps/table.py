@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from gradexp.atomic import write_text_atomic
+from gradexp.config import sweeper
 from gradexp.provenance import HOW_IT_RAN
 from gradexp.run_files import FINISHED, HYDRA_DIR, MULTIRUN, STATUSES, SUMMARY, read_overrides, read_summary
 from gradexp.sinks.summary import write_json_atomic
@@ -172,7 +173,7 @@ def planned_jobs(root: Path) -> list[tuple[str, list[str]]]:
     work out (a searching sweeper, a job directory pattern of the user's own)."""
     try:
         hydra = OmegaConf.load(root / MULTIRUN).hydra
-        if hydra.sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        if hydra.sweeper._target_ not in sweeper.GRID_SWEEPERS:
             return []
         if RESOLVER not in str(OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")):
             return []
@@ -199,7 +200,7 @@ def resume_command(root: Path) -> str | None:
         own = [
             o
             for o in hydra.overrides.hydra
-            if not o.startswith(("hydra.sweep.dir=", "hydra.mode=", EXCLUDE_KEY))
+            if not o.startswith(("hydra.sweep.dir=", "hydra.mode=", EXCLUDE_KEY)) and o != sweeper.CHOICE
         ]
         task = [o for o in hydra.overrides.task if not o.startswith(HOW_IT_RAN)]
     except Exception:  # noqa: BLE001 (not a sweep whose record can be read)
