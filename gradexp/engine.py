@@ -96,6 +96,8 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
+    if distributed.current(environment=True).leader:
+        outcome.forget_figure_data(run_dir)
     started = time.perf_counter()
     run, status, error = None, "completed", None
     with stop_requests() as stop:

@@ -2,6 +2,7 @@
 user's own): the keys of summary.json and the figures. One function each, so a CLI run and a
 watched run have the same keys, read by the same report, sweep and TensorBoard tools."""
 
+import shutil
 import time
 from pathlib import Path
 
@@ -81,12 +82,22 @@ def summary(
 
 def end_figures(recorder: GradientRecorder, run_dir: Path, sinks: list[Sink], now: bool = True) -> None:
     """The end-of-run figures: drawn now, or (`now=False`, a sweep's job) left for later, with
-    what they are drawn from saved for `gradexp-report <run dir>` to draw."""
+    what they are drawn from saved for `gradexp-report <run dir>` to draw. Figures an earlier
+    attempt left (gradexp-report on a job since resumed) are removed with it: they are stale,
+    and gradexp-report draws a job's figures only where there are none."""
     data = report.FigureData.of(recorder)
     if now:
         draw_figures(data, run_dir, sinks)
     elif data.norm_history or data.vector_history:
+        shutil.rmtree(run_dir / RUN_FIGURES, ignore_errors=True)
         data.save(run_dir / FIGURE_DATA)
+
+
+def forget_figure_data(run_dir: Path) -> None:
+    """A new attempt at a run (a sweep's job run again, or resumed) makes the figure data an
+    earlier one saved stale: removed as it starts, so that an attempt that fails before its end
+    leaves none for gradexp-report to draw."""
+    (run_dir / FIGURE_DATA).unlink(missing_ok=True)
 
 
 def draw_figures(data: report.FigureData, run_dir: Path, sinks: list[Sink]) -> list[str]:

@@ -44,6 +44,16 @@ SWEEPS = {
         ["++trainer.note=c", "~trainer.eval_every", "model.depth=5"],
     ],
     "the same values twice": [["model.depth=2"], ["model.depth=2"]],
+    "one key twice, where the order decides": [
+        ["model.depth=3", "++model.depth=9"],
+        ["model.depth=4", "++model.depth=9"],
+        ["trainer.clip.max_norm=2.0", "trainer.clip={max_norm: 3.0}"],
+        ["trainer.clip.max_norm=1.0", "trainer.clip={max_norm: 3.0}"],
+        ["trainer.clip.max_norm=1.0", "trainer.clip=null"],
+        ["trainer.clip.max_norm=2.0", "trainer.clip=null"],
+        ["trainer.eval_every=6", "~trainer.eval_every"],
+        ["trainer.eval_every=7", "~trainer.eval_every"],
+    ],
 }
 
 
@@ -118,3 +128,23 @@ def test_the_preflights_compose_equals_hydras_compose_api(loader):
         with open_dict(made):  # as compose() takes the hydra node out
             del made["hydra"]
         assert _as_data(made) == _as_data(compose("config", overrides=overrides)), overrides
+
+
+def test_a_group_only_a_search_path_holds_is_composed_not_set_as_a_value(loader, tmp_path):
+    """A user's own config group, found through hydra.searchpath (here chosen by their preset),
+    is no plain value even though gradexp's own configs have no such group."""
+    (tmp_path / "widths").mkdir()
+    (tmp_path / "experiment").mkdir()
+    for name, width in (("narrow", 8), ("wide", 32)):
+        (tmp_path / "widths" / f"{name}.yaml").write_text(f"# @package _global_\nmodel: {{width: {width}}}\n")
+    preset = "# @package _global_\ndefaults:\n  - /widths: narrow\n"
+    (tmp_path / "experiment" / "mine.yaml").write_text(preset)
+    master = loader.load_configuration(
+        "config", overrides=[*MASTER, f"hydra.searchpath=[file://{tmp_path}]"], run_mode=RunMode.MULTIRUN
+    )
+    reusing = ComposeOnce(loader)
+    for choice, width in (("narrow", 8), ("wide", 32), ("narrow", 8)):
+        overrides = ["experiment=mine", f"widths={choice}"]
+        made = reusing.load_sweep_config(master, overrides)
+        assert made.model.width == width
+        assert _as_data(made) == _as_data(loader.load_sweep_config(master, overrides))

@@ -377,6 +377,9 @@ def test_a_sweep_resumed_in_its_directory_keeps_finished_jobs_and_finishes_the_r
     assert stopped.returncode == 130 and "2 jobs: 1 interrupted, 1 unfinished" in stopped.stdout
     first = tmp_path / "sweep" / "000_model.depth=2"
     assert (first / "checkpoint.pt").is_file()
+    report = Path(sys.executable).parent / "gradexp-report"
+    drawn = subprocess.run([str(report), str(first)], capture_output=True, text=True, timeout=120)
+    assert "drawn now" in drawn.stdout  # the interrupted attempt's figures: stale once it resumes
 
     again = run_cli(*args, cwd=tmp_path)  # without the flag, an existing sweep is never written over
     assert again.returncode == 2 and "hydra.sweep.dir=sweep: already holds files" in again.stderr
@@ -390,6 +393,9 @@ def test_a_sweep_resumed_in_its_directory_keeps_finished_jobs_and_finishes_the_r
     summary = read_summary(first)
     assert summary["status"] == "completed" and summary["steps_completed"] == 3000
     assert logged_steps(first, "loss/train") == [*range(0, 3000, 30), 2999]  # each logged step once
+    # the stale figures are gone, and the figure data is the whole run's, for gradexp-report
+    assert not (first / "figures").exists()
+    assert json.loads((first / "figure_data.json").read_text())["norm_history"][-1][0] == 2999
     whole = run_cli(*args[:-1], "hydra.sweep.dir=whole", cwd=tmp_path)  # the sweep never interrupted
     assert whole.returncode == 0, whole.stderr
     for job in ("000_model.depth=2", "001_model.depth=3"):

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 _COMPOSED: dict[tuple, DictConfig] = {}  # (sweep, shape of the overrides) -> a job's config, as composed
-_KEPT = 64  # configs kept, the latest: a grid over group choices has one per combination
+_KEPT = 64  # configs kept, the latest used: a grid over group choices has one per combination
 
 
 class ComposeOnce:
@@ -54,10 +54,14 @@ class ComposeOnce:
         it), made from an earlier config of the same shape where there is one."""
         parsed = OverridesParser.create().parse_overrides(overrides=list(overrides))
         values = [o for o in parsed if self._is_value(o)]
+        if _overlapping([o.key_or_group for o in parsed if not o.is_hydra_override()]):
+            values = []  # the order of the overrides decides: Hydra applies them all, in order
         shape = tuple(o.key_or_group if any(o is v for v in values) else o.input_line for o in parsed)
         key = (self.sweep, config_name, from_shell, shape)
-        composed = _COMPOSED.get(key)
-        if composed is None:
+        composed = _COMPOSED.pop(key, None)
+        if composed is not None:
+            _COMPOSED[key] = composed  # the latest used, the last evicted
+        if composed is None or _choices_among(values, composed):
             config = self.loader.load_configuration(config_name, list(overrides), RunMode.RUN, from_shell)
             _COMPOSED[key] = copy.deepcopy(config)  # the caller goes on to change the one it gets
             if len(_COMPOSED) > _KEPT:
@@ -76,7 +80,9 @@ class ComposeOnce:
 
     def _is_value(self, o: Override) -> bool:
         """A plain `key=value` with one scalar value, for a key that is not a config group: what
-        Hydra applies onto the composed config rather than composing with."""
+        Hydra applies onto the composed config rather than composing with. (A group that only a
+        `hydra.searchpath` directory holds is not in this repository: `_choices_among` catches
+        it, among the choices of the config composed.)"""
         return (
             not (o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override())
             and o.package is None
@@ -84,3 +90,17 @@ class ComposeOnce:
             and not isinstance(o.value(), (dict, list))
             and not self.loader.repository.group_exists(o.key_or_group.replace(".", "/"))
         )
+
+
+def _overlapping(keys: list[str]) -> bool:
+    """Two overrides of one key, or of a key and one inside it (`trainer.clip=null` beside
+    `trainer.clip.max_norm=1`)."""
+    return any(
+        a == b or a.startswith(b + ".") or b.startswith(a + ".") for i, a in enumerate(keys) for b in keys[:i]
+    )
+
+
+def _choices_among(values: list[Override], composed: DictConfig) -> bool:
+    """Whether a `value` is in fact a config group's choice in the config composed."""
+    choices = composed.hydra.runtime.choices
+    return any(o.key_or_group in choices or o.key_or_group.replace(".", "/") in choices for o in values)
