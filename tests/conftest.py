@@ -83,22 +83,32 @@ def run_in_process(*args: str, cwd: Path, monkeypatch, capsys) -> subprocess.Com
     return subprocess.CompletedProcess(["gradexp", *args], code, out, err)
 
 
+def start_gradexp(
+    args: list[str], cwd: Path, started: str, env: dict | None = None, timeout: float = 120, poll: float = 0.2
+) -> subprocess.Popen:
+    """Start gradexp in the background and return it once a file matching the glob `started`
+    appears under `cwd` (training has begun), or after `timeout` seconds."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gradexp", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not list(cwd.glob(started)) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return process
+
+
 def interrupt_once_training(
     args: list[str], cwd: Path, started: str, signals: tuple[int, ...] = (signal.SIGINT,), wait: float = 1.5
 ) -> subprocess.CompletedProcess:
     """Run gradexp, wait until a file matching the glob `started` appears under `cwd` (training
     has begun), let it train `wait` seconds, then send `signals` (Ctrl-C by default) one after
     the other, as a user or a cluster would."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gradexp", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list(cwd.glob(started)) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    process = start_gradexp(args, cwd, started)
     time.sleep(wait)
     for signum in signals:
         process.send_signal(signum)

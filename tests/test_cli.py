@@ -19,6 +19,7 @@ from tests.conftest import (
     read_summary,
     run_cli,
     run_in_process,
+    start_gradexp,
 )
 
 
@@ -344,16 +345,9 @@ def test_a_second_ctrl_c_during_the_checkpoint_write_is_still_an_interruption(tm
     own RuntimeError ("unexpected pos"). That is still an interruption: exit 130, summary
     `interrupted`, no traceback, no half-written checkpoint left behind."""
     big = ["model.width=2048", "model.depth=4", "diagnostics=off", "diagnostics.figures=false"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gradexp", *big, "trainer.steps=1000000", "hydra.run.dir=run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("run/events.out.tfevents.*")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    args = [*big, "trainer.steps=1000000", "hydra.run.dir=run"]
+    process = start_gradexp(args, tmp_path, "run/events.out.tfevents.*", poll=0.1)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     while not list(tmp_path.glob("run/.checkpoint.pt.*")) and time.monotonic() < deadline:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_summary
+from tests.conftest import read_summary, start_gradexp
 
 CLUSTER = Path(__file__).parent / "slurm" / "cluster"
 SWEEP = [
@@ -50,18 +50,8 @@ def slurm_env(tmp_path_factory) -> dict[str, str]:
 
 
 def test_a_sweep_runs_as_a_job_array_and_a_cancelled_job_resumes(tmp_path, slurm_env):
-    gradexp = [sys.executable, "-m", "gradexp"]
-    sweep = subprocess.Popen(
-        [*gradexp, *SWEEP],
-        cwd=tmp_path,
-        env=slurm_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("sweep/001_*/events.out.tfevents.*")) and time.monotonic() < deadline:
-        time.sleep(0.3)
+    started = "sweep/001_*/events.out.tfevents.*"
+    sweep = start_gradexp(SWEEP, tmp_path, started, env=slurm_env, timeout=180, poll=0.3)
     time.sleep(1)
     queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=slurm_env, capture_output=True, text=True)
     [task] = [line.split()[0] for line in queue.stdout.splitlines() if line.split()[0].endswith("_1")]
@@ -90,7 +80,7 @@ def test_a_sweep_runs_as_a_job_array_and_a_cancelled_job_resumes(tmp_path, slurm
 
     kept = read_summary(next((tmp_path / "sweep").glob("000_*")))
     resumed = subprocess.run(
-        [*gradexp, *SWEEP, "sweep.resume=true"],
+        [sys.executable, "-m", "gradexp", *SWEEP, "sweep.resume=true"],
         cwd=tmp_path,
         env=slurm_env,
         capture_output=True,

@@ -92,8 +92,8 @@ def check_command_line(argv: list[str]) -> Plan:
     _check_multirun_flag(overrides, args.multirun)
     config_name = args.config_name or "config"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
-        group_options = GlobalHydra.instance().config_loader().get_group_options
-        composer = ComposeOnce(GlobalHydra.instance().config_loader())
+        loader = GlobalHydra.instance().config_loader()
+        group_options, composer = loader.get_group_options, ComposeOnce(loader)
         first = [values[0] for values in (values_of(o, group_options) for o in overrides) if values]
         # Hydra's own config (the launcher, a preset's sweep, the output directory, the resume
         # flags), from the group choices and those flags alone, so that a key only some jobs

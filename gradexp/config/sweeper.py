@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from hydra_plugins.gradexp_sweeper.gradexp_sweeper import GradexpSweeper
 
 CHOICE = "hydra/sweeper=gradexp"  # what the CLI adds to a sweep's command line
-GRID_SWEEPERS = {f"{c.__module__}.{c.__name__}" for c in (BasicSweeper, GradexpSweeper)}
 _BASIC = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+GRID_SWEEPERS = {_BASIC, f"{GradexpSweeper.__module__}.{GradexpSweeper.__name__}"}  # as `_target_` names them
 
 
 def grid_sweeper(composed: DictConfig, hydra_lines: list[str], multirun: bool) -> list[str]:

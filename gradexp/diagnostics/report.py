@@ -111,7 +111,8 @@ def _through_time_verdict(ratios: dict[str, float]) -> str | None:
     return next((v for v in ("vanishing", "exploding", "stable") if v in verdicts), None)
 
 
-_DRAWN_SIGNALS = ("grad_signal", "act_std")  # the first values norm_vs_depth draws beside the norms
+# the signals norm_vs_depth draws beside the norms, at their first step, with their legends
+_DRAWN_SIGNALS = {"grad_signal": "back-propagated signal ||dL/dz||", "act_std": "activation std (forward)"}
 
 
 @dataclass
@@ -154,12 +155,10 @@ def draw(data: FigureData) -> dict[str, bytes]:
         if last_step != first_step:
             series[f"grad norm, step {last_step}"] = dict(zip(layers, last))
         order = {name: i for i, name in enumerate(layers)}
-        signal = _by_layer(data.first_values, "grad_signal", order)
-        if signal:
-            series[f"back-propagated signal ||dL/dz||, step {first_step}"] = signal
-        act_std = _by_layer(data.first_values, "act_std", order)
-        if act_std:
-            series[f"activation std (forward), step {first_step}"] = act_std
+        for prefix, legend in _DRAWN_SIGNALS.items():
+            by_layer = _by_layer(data.first_values, prefix, order)
+            if by_layer:
+                series[f"{legend}, step {first_step}"] = by_layer
         drawn["norm_vs_depth"] = figures.norm_against_depth(layers, series)
     if data.vector_history:
         drawn["grad_through_time"] = figures.through_time(data.vector_history)
