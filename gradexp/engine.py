@@ -288,15 +288,25 @@ def train_step(run: Run, step: int) -> bool:
     if diagnose:
         run.diagnostics.before_update(step, batch, run.loss, scale)
     run.precision.step(run.optimizer)
-    with warnings.catch_warnings():  # a step the loss scale skipped is no misordered scheduler
-        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-        run.scheduler.step()
+    _step_scheduler(run)
     if diagnose:
         run.diagnostics.after_update()
     run.steps_completed = step + 1
     if run.pace.due(step):
         _flush(run, step)
     return not run.pace.diverged
+
+
+def _step_scheduler(run: Run) -> None:
+    """The scheduler's step; with a loss scale, the warning PyTorch gives after a step the
+    scale skipped is silenced (no misordered scheduler). Only then: catching warnings costs
+    about 50 us, half a percent of a small network's step."""
+    if not run.precision.scaling:
+        run.scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        run.scheduler.step()
 
 
 def _forward_backward(run: Run, watch: AbstractContextManager) -> tuple[Tensor, tuple[Tensor, Tensor]]:

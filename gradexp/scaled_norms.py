@@ -11,13 +11,14 @@ squares can neither overflow nor underflow, and multiply back in float64, so a n
 float32's range stays finite. float16 needs no scaling: the squares of its
 entries (6e-8 to 65504) always fit float32, which accumulates them.
 
-On the CPU the plain fused norm runs first and only the tensors whose result left the range
-where float32 is exact (non-finite, or below SMALLEST_EXACT) are measured again, scaled: a step
-with ordinary gradients costs one comparison more. The CPU sums a float32 run of squares in a
-few long lanes, whose rounding grows with the run (6e-4 relative on 16M entries), so it sums at
-most CHUNK entries at a time and adds the partial sums in float64. On a GPU, checking would make
-the host wait, so every tensor takes the scaled path: a fused max over all tensors, then per
-tensor a multiply (a transient copy of that tensor) and a norm.
+On the CPU the plain norm runs first (for float32, from BLAS dot products: `_squares`) and only
+the tensors whose result left the range where float32 is exact (non-finite, or below
+SMALLEST_EXACT) are measured again, scaled: a step with ordinary gradients costs one comparison
+more. A float32 run of squares rounds more the longer it is (on 16M entries, 9e-6 relative for
+a dot product, 6e-4 for a norm), so the CPU sums at most CHUNK entries at a time and adds the
+partial sums in float64. On a GPU, checking would make the host wait, so every tensor takes
+the scaled path: a fused max over all tensors, then per tensor a multiply (a transient copy of
+that tensor) and a norm.
 """
 
 from collections.abc import Sequence
@@ -135,22 +136,40 @@ def _float32_sums(tensors: Sequence[Tensor], layout: Layout | None = None) -> Te
     """Each tensor's norm from float32 sums of squares (float64 for a float64 tensor); on the CPU
     in partial sums of at most CHUNK entries, added in float64."""
     dtype, chunked = layout or Layout.of(tensors)
-    # float32 tensors take the call without a dtype, which skips a cast check per tensor (3%)
-    plain = torch._foreach_norm if dtype is None else lambda ts: torch._foreach_norm(ts, 2, dtype=dtype)
-    if tensors[0].device.type != "cpu" or not chunked:
-        return torch.stack(plain(tensors))
+    cpu = tensors[0].device.type == "cpu"
+    if not (cpu and chunked):
+        if cpu and dtype is None:
+            return _squares(tensors).sqrt()
+        return torch.stack(_foreach_norm(tensors, dtype))
     pieces, sizes = [], []
     for t in tensors:
         parts = t.reshape(-1).split(CHUNK) if t.numel() > CHUNK else (t,)
         pieces += parts
         sizes.append(len(parts))
-    partial = torch.stack(plain(pieces)).double()
+    if dtype is None:
+        partial = _squares(pieces).double()
+    else:
+        partial = torch.stack(_foreach_norm(pieces, dtype)).double().square()
     owners = _OWNERS.get(tuple(sizes))
     if owners is None:
         owners = _OWNERS[tuple(sizes)] = torch.repeat_interleave(
             torch.arange(len(sizes)), torch.tensor(sizes)
         )
-    return partial.new_zeros(len(tensors)).index_add_(0, owners, partial.square()).sqrt()
+    return partial.new_zeros(len(tensors)).index_add_(0, owners, partial).sqrt()
+
+
+def _squares(tensors: Sequence[Tensor]) -> Tensor:
+    """Each float32 CPU tensor's sum of squares, as a BLAS dot product of the tensor with itself.
+    In a training step they cost half of what `_foreach_norm` costs there (measured each in
+    place of the other, on a depth-20 MLP of width 256: 2.4% against 5.4% of a step), and they
+    round less (2e-9 against 2e-7 relative on 65536 entries). Concatenating the small tensors
+    (biases) to save their calls cost more than it saved."""
+    return torch.stack([torch.dot(flat, flat) for flat in (t.reshape(-1) for t in tensors)])
+
+
+def _foreach_norm(tensors: Sequence[Tensor], dtype: torch.dtype | None) -> tuple[Tensor, ...]:
+    """float32 tensors take the call without a dtype, which skips a cast check per tensor (3%)."""
+    return torch._foreach_norm(tensors) if dtype is None else torch._foreach_norm(tensors, 2, dtype=dtype)
 
 
 def _float32_row_sums(flat: Tensor) -> Tensor:
