@@ -43,7 +43,8 @@ def test_norms_of_finite_entries_are_finite_and_right_to_float32_precision(scale
 
 
 def test_norms_of_millions_of_entries_are_right_to_float32_precision():
-    """The CPU sums float32 squares in a few long lanes: over 16M entries, 6e-4 off."""
+    """The CPU sums float32 squares in a few long lanes: over 16M entries, 9e-6 off for a dot
+    product and 6e-4 for a norm, unless summed in pieces."""
     generator = torch.Generator().manual_seed(0)
     large = [torch.randn(4096, 4096, generator=generator), torch.randn(1_000_000, generator=generator) * 1e21]
     expected = float64_norms(large)
@@ -51,6 +52,28 @@ def test_norms_of_millions_of_entries_are_right_to_float32_precision():
         torch.testing.assert_close(measured.double(), expected, rtol=1e-5, atol=0)
     rows = torch.randn(3, 300_000, generator=generator)
     torch.testing.assert_close(scaled_norms.row_norms(rows), float64_norms(list(rows)), rtol=1e-5, atol=0)
+
+
+def test_cpu_norms_of_views_and_empty_tensors_are_right():
+    """The CPU's float32 path takes each tensor flat (dot products): a transposed matrix, a strided
+    slice and a channels-last kernel are copied flat first, an empty tensor has norm 0, and a
+    tensor past CHUNK entries is summed in pieces; each matches float64, in its place in the list."""
+    generator = torch.Generator().manual_seed(1)
+    matrix = torch.randn(300, 200, generator=generator)
+    kernel = torch.randn(8, 4, 3, 3, generator=generator).to(memory_format=torch.channels_last)
+    tensors = [
+        matrix.t(),
+        matrix[::3, 1::2],
+        kernel,
+        torch.zeros(0),
+        torch.randn(scaled_norms.CHUNK + 7, generator=generator),
+        torch.tensor(-3.0),
+    ]
+    assert not tensors[0].is_contiguous() and not tensors[2].is_contiguous()
+    measured = scaled_norms.norms(tensors)
+    expected = torch.stack([t.double().norm() for t in tensors])
+    torch.testing.assert_close(measured.double(), expected, rtol=1e-6, atol=0)
+    assert measured[3].item() == 0.0 and measured[5].item() == 3.0
 
 
 def test_float16_is_never_scaled_out_of_its_range():
