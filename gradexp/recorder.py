@@ -3,9 +3,10 @@ the training device until a flush, so recording never makes the host wait for th
 
 Every step is measured, not only the logged ones, because divergence must be caught at the step
 it happens; the extra cost is one read of the gradients (on the CPU a BLAS dot product of each
-with itself, on a GPU batched kernels), a few percent of a step. The norms are scaled where float32's squares
-would overflow or underflow (`scaled_norms`), so a step diverges only when the loss or a
-gradient entry is itself NaN or infinite, never because gradexp's own arithmetic overflowed.
+with itself, on a GPU batched kernels), a few percent of a step. The norms are scaled where
+float32's squares would overflow or underflow (`scaled_norms`), so a step diverges only when the
+loss or a gradient entry is itself NaN or infinite, never because gradexp's own arithmetic
+overflowed.
 
 Under a loss scale, a step whose scaled gradient overflowed is skipped by the scaler: that is
 the scale doing its job, counted as `amp/skipped`, not a divergence. Nothing read off its

@@ -136,20 +136,20 @@ def _float32_sums(tensors: Sequence[Tensor], layout: Layout | None = None) -> Te
     """Each tensor's norm from float32 sums of squares (float64 for a float64 tensor); on the CPU
     in partial sums of at most CHUNK entries, added in float64."""
     dtype, chunked = layout or Layout.of(tensors)
-    cpu = tensors[0].device.type == "cpu"
-    if not (cpu and chunked):
-        if cpu and dtype is None:
-            return _squares(tensors).sqrt()
+    if tensors[0].device.type != "cpu":
         return torch.stack(_foreach_norm(tensors, dtype))
+    if not chunked:
+        return _squares(tensors).sqrt() if dtype is None else torch.stack(_foreach_norm(tensors, dtype))
     pieces, sizes = [], []
     for t in tensors:
         parts = t.reshape(-1).split(CHUNK) if t.numel() > CHUNK else (t,)
         pieces += parts
         sizes.append(len(parts))
-    if dtype is None:
-        partial = _squares(pieces).double()
-    else:
-        partial = torch.stack(_foreach_norm(pieces, dtype)).double().square()
+    partial = (
+        _squares(pieces).double()
+        if dtype is None
+        else torch.stack(_foreach_norm(pieces, dtype)).double().square()
+    )
     owners = _OWNERS.get(tuple(sizes))
     if owners is None:
         owners = _OWNERS[tuple(sizes)] = torch.repeat_interleave(
