@@ -11,7 +11,8 @@ Trains the same small MLPs (depths 2, 3, ... by seeds 0 and 1) three ways, alter
 The two grid sizes separate what a sweep pays once (the process start and imports, checking the
 command line, the sweep table and its figures) from what it pays per job (Hydra composing the
 job, the run's set-up, recording, evaluation and files). Part of the once-cost is any PyTorch
-script's own start (Python, `import torch`, the first optimizer, which imports TorchDynamo):
+script's own start and end (Python, `import torch`, the first optimizer, which imports
+TorchDynamo, and the interpreter's teardown, which gradexp's commands skip: process_exit.py):
 it is timed apart, in a fresh process, and printed beside it.
 
 Joblib's speed-up over the basic launcher is given twice: for the larger grid as a whole

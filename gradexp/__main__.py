@@ -1,3 +1,3 @@
-from gradexp.cli import main
+from gradexp.cli import entry
 
-main()
+entry()

@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +31,7 @@ from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.preflight import Plan, check_command_line
 from gradexp.engine import train
 from gradexp.presets import presets_text
+from gradexp.process_exit import run_and_exit
 from gradexp.provenance import COMMAND_ENV, launcher, versions
 from gradexp.run_files import CHECKPOINT, FINISHED, read_overrides, read_summary
 from gradexp.sinks.hparams import columns, write_experiment
@@ -37,15 +39,21 @@ from gradexp.sweeps import report
 from gradexp.sweeps.callback import SweepCallback
 from gradexp.sweeps.naming import naming_overrides
 from gradexp.sweeps.objective import objective
-from gradexp.sweeps.parallel import threads_per_job
+from gradexp.sweeps.parallel import stop_idle_workers, threads_per_job
 
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
 SWEEP_PROCESS_ENV = "GRADEXP_SWEEP_PROCESS"  # the pid of the process that runs the command
 
 
+def entry() -> NoReturn:
+    """The `gradexp` script and `python -m gradexp`: main(), then the process ends without the
+    interpreter's teardown (see process_exit.py)."""
+    run_and_exit(main)
+
+
 def main() -> None:
-    """Entry point of `gradexp` and `python -m gradexp`."""
+    """What `gradexp` does; it returns, or raises SystemExit with the exit status."""
     SweepCallback.sweep_dir = None  # set again if this command line starts a sweep
     typed = sys.argv[1:]
     group = distributed.launched()
@@ -83,6 +91,7 @@ def main() -> None:
         except BaseException as error:  # noqa: BLE001 (never hide why the sweep stopped)
             print(f"gradexp: the sweep table could not be written: {error}", file=sys.stderr)
         raise
+    stop_idle_workers()
     table = report.finish_sweep(SweepCallback.sweep_dir)
     if table is not None and not table.all_finished():
         sys.exit(EXIT_JOBS_FAILED)
@@ -184,6 +193,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     except Exception as error:  # noqa: BLE001 (a job's failure is a row of the table, not the sweep's end)
         summary = read_summary(run_dir) or {"status": "failed", "error": str(error)}
     report.job_line(run_dir.name, summary)
+    sys.stdout.flush()  # a joblib worker may be killed once idle (stop_idle_workers)
     return objective(summary, cfg, direction)
 
 

@@ -358,3 +358,21 @@ def test_a_second_ctrl_c_during_the_checkpoint_write_is_still_an_interruption(tm
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert read_summary(tmp_path / "run")["status"] == "interrupted"
     assert not list(tmp_path.glob("run/.checkpoint.pt.*"))
+
+
+def test_a_run_that_draws_no_figure_never_imports_matplotlib(tmp_path):
+    """matplotlib takes 0.4 s to import: a process that draws nothing (a run with figures off,
+    a sweep's job whose figures wait for gradexp-report) does not pay it."""
+    script = (
+        "import sys\n"
+        "from gradexp.cli import main\n"
+        f"sys.argv = ['gradexp', *{[*TINY, 'diagnostics.figures=false', 'hydra.run.dir=run']!r}]\n"
+        "main()\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"
+    assert read_summary(tmp_path / "run")["status"] == "completed"

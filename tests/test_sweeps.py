@@ -189,10 +189,15 @@ def test_jobs_in_one_process_leave_nothing_behind_for_the_next(tmp_path):
     assert last["torch_threads"] == reference["torch_threads"]
 
 
-def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
+def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path, monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the workers' stdout block-buffered, as usual
     result = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.depth=2,3,4,5")
     assert result.returncode == 0, result.stderr
+    # every job's line reaches the terminal, though the idle workers are killed at the end
+    assert sorted(
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("completed 00")
+    ) == [f"00{i}_model.depth={i + 2}" for i in range(4)]
     rows = table_rows(tmp_path / "sweep")
     assert [r["status"] for r in rows] == ["completed"] * 4
     threads = {read_summary(tmp_path / "sweep" / r["job"])["torch_threads"] for r in rows}

@@ -1,5 +1,10 @@
 """Figures drawn at the end of a run, as PNG bytes for TensorBoard and for the run directory:
-gradient flow (layer by step), gradient norm against depth, and an RNN's gradient through time."""
+gradient flow (layer by step), gradient norm against depth, and an RNN's gradient through time.
+
+This module and sweeps/figures.py are imported inside the functions that draw, not at the top
+of the modules that call them: matplotlib takes 0.4 s to import, which a process that draws no
+figure (a sweep's job, whose figures wait for `gradexp-report`, or a run with figures off)
+need not pay."""
 
 import io
 import math

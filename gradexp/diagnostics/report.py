@@ -9,7 +9,6 @@ from pathlib import Path
 from torch import nn
 
 from gradexp.config.schema import RunConfig
-from gradexp.diagnostics import figures
 from gradexp.diagnostics.theory import measured_factor, no_prediction, signal_verdict, verdict
 from gradexp.measurements.catalog import summary_prefixes
 from gradexp.models import MODELS
@@ -146,6 +145,8 @@ class FigureData:
 
 def draw(data: FigureData) -> dict[str, bytes]:
     """The end-of-run figures, by file name."""
+    from gradexp.diagnostics import figures  # matplotlib: imported where a figure is drawn (see figures.py)
+
     drawn = {}
     layers, history = data.layers, data.norm_history
     if history:

@@ -8,7 +8,6 @@ from omegaconf import OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
-from gradexp.diagnostics import figures
 from gradexp.models import describe
 from gradexp.sinks.console import later_diagnostic_step
 from gradexp.sinks.layout import Column, fmt, stacked_tables
@@ -92,6 +91,8 @@ def outcome_table(summaries: list[dict], width: int) -> list[Table]:
 
 def figure(summaries: list[dict]) -> bytes:
     """Every run's gradient norm per layer at step 0 and its signal, on one log axis."""
+    from gradexp.diagnostics import figures  # matplotlib: imported where a figure is drawn (see figures.py)
+
     layers = list(dict.fromkeys(layer for s in summaries for layer in s.get("layers", [])))
     series = {}
     for label, s in zip(labels(len(summaries)), summaries):

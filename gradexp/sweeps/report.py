@@ -11,6 +11,7 @@ any other run directory, or any other directory, is read and never written.
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from rich.console import Console
@@ -18,16 +19,16 @@ from rich.markup import escape
 
 from gradexp.activations import ACTIVATIONS
 from gradexp.config.schema import ActivationConfig
-from gradexp.diagnostics.figures import activations_and_derivatives
 from gradexp.diagnostics.report import FigureData
 from gradexp.diagnostics.theory import derivative
 from gradexp.outcome import draw_figures
+from gradexp.process_exit import run_and_exit
 from gradexp.run_files import FIGURE_DATA, RUN_FIGURES, is_run, is_sweep, read_summary
 from gradexp.sinks.console import later_diagnostic_step, relative_to_cwd, run_report
 from gradexp.sinks.hparams import columns, write_experiment
 from gradexp.sinks.layout import Column, fmt, make_console, stacked_tables
 from gradexp.sinks.tensorboard import TensorBoardSink
-from gradexp.sweeps import compare, figures
+from gradexp.sweeps import compare
 from gradexp.sweeps.groups import SEED_KEY, VERDICTS
 from gradexp.sweeps.table import Table, build, counts_line, resume_command, write
 
@@ -89,6 +90,8 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
         )
     drawn = []
     if write_files and draw and table.jobs:
+        from gradexp.sweeps import figures  # matplotlib: imported where a figure is drawn (see figures.py)
+
         try:
             drawn = figures.draw_all(table, root / FIGURES_DIR)
         except Exception as error:  # noqa: BLE001 (the table is written; a figure must not undo that)
@@ -179,6 +182,10 @@ def _fixed(table: Table) -> str:
 def draw_activations(folder: Path) -> Path:
     """Every activation of the registry beside its derivative, computed by autograd from the very
     modules gradexp trains with."""
+    from gradexp.diagnostics.figures import (
+        activations_and_derivatives,
+    )  # matplotlib: imported where a figure is drawn (see figures.py)
+
     h = torch.linspace(-5, 5, 1001, dtype=torch.float64)
     curves = {}
     for name, make in ACTIVATIONS.items():
@@ -188,6 +195,12 @@ def draw_activations(folder: Path) -> Path:
     path = folder / "activations.png"
     path.write_bytes(activations_and_derivatives(curves))
     return path
+
+
+def entry() -> NoReturn:
+    """The `gradexp-report` script: main(), then the process ends without the interpreter's
+    teardown (see process_exit.py)."""
+    run_and_exit(main)
 
 
 def main(argv: list[str] | None = None) -> None:
