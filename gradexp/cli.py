@@ -16,7 +16,6 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -46,7 +45,7 @@ EXIT_JOBS_FAILED = 1
 SWEEP_PROCESS_ENV = "GRADEXP_SWEEP_PROCESS"  # the pid of the process that runs the command
 
 
-def entry() -> NoReturn:
+def entry() -> None:
     """The `gradexp` script and `python -m gradexp`: main(), then the process ends without the
     interpreter's teardown (see process_exit.py)."""
     run_and_exit(main)
@@ -91,8 +90,8 @@ def main() -> None:
         except BaseException as error:  # noqa: BLE001 (never hide why the sweep stopped)
             print(f"gradexp: the sweep table could not be written: {error}", file=sys.stderr)
         raise
-    stop_idle_workers()
     table = report.finish_sweep(SweepCallback.sweep_dir)
+    stop_idle_workers()
     if table is not None and not table.all_finished():
         sys.exit(EXIT_JOBS_FAILED)
 

@@ -3,6 +3,7 @@ user's own): the keys of summary.json and the figures. One function each, so a C
 watched run have the same keys, read by the same report, sweep and TensorBoard tools."""
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -87,7 +88,13 @@ def end_figures(recorder: GradientRecorder, run_dir: Path, sinks: list[Sink], no
     and gradexp-report draws a job's figures only where there are none."""
     data = report.FigureData.of(recorder)
     if now:
-        draw_figures(data, run_dir, sinks)
+        try:
+            draw_figures(data, run_dir, sinks)
+        except Exception as error:  # noqa: BLE001 (the summary comes next: a figure must not cost it)
+            print(
+                f"gradexp: the end-of-run figures were not drawn: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
     elif data.norm_history or data.vector_history:
         shutil.rmtree(run_dir / RUN_FIGURES, ignore_errors=True)
         data.save(run_dir / FIGURE_DATA)

@@ -7,22 +7,28 @@ than its jobs, a single run once in every command. The console scripts end inste
 `Py_FinalizeEx` begins, and then leave: the non-daemon threads joined (with the callbacks
 `concurrent.futures` registers for that moment), the `atexit` handlers run (logging's flush and
 close, joblib's workers shut down, multiprocessing's children joined), the standard streams
-flushed, then `os._exit` with the exit status Python would have given. An exception other than
-SystemExit (a traceback, Ctrl-C) takes Python's usual way out, untouched.
+flushed (Python's and the C library's), then `os._exit` with the exit status Python would have
+given. An exception other than SystemExit (a traceback, Ctrl-C) takes Python's usual way out,
+untouched, and so does every exit under a debugger, profiler or coverage tool
+(`python -m cProfile -m gradexp`), which writes its results at the very end.
 """
 
 import atexit
+import ctypes
 import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import NoReturn
 
 FLUSH_FAILED = 120  # Python's exit status when flushing stdout at exit fails (a closed pipe)
 
 
-def run_and_exit(main: Callable[[], object]) -> NoReturn:
-    """Run a command's main function, then end the process as described above."""
+def run_and_exit(main: Callable[[], object]) -> None:
+    """Run a command's main function, then end the process as described above (or return, for
+    Python's own exit, when a debugger, profiler or coverage tool watches)."""
+    if _observed():
+        main()
+        return
     try:
         main()
         status = 0
@@ -45,12 +51,27 @@ def exit_status(code: object) -> int:
     return 1
 
 
+def _observed() -> bool:
+    """A debugger, profiler or coverage tool watches this process (through a trace or profile
+    function, or on Python 3.12+ through sys.monitoring)."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))
+
+
 def _flush_streams(status: int) -> int:
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`gradexp ... | head`) or stream
+        except ValueError:  # a stream the program closed: Python ignores it too
+            pass
+        except OSError:  # a closed pipe (`gradexp ... | head`)
             if stream is sys.stdout and status == 0:
                 status = FLUSH_FAILED
+    try:
+        ctypes.CDLL(None).fflush(None)  # what C code printed (a library's own messages)
+    except (OSError, AttributeError):  # no C library to load by that name (not Linux or macOS)
+        pass
     return status

@@ -37,6 +37,23 @@ SUMMARY_KEYS = {
 }
 
 
+def test_a_figure_that_cannot_be_drawn_costs_the_run_nothing_else(run_dir, monkeypatch, capsys):
+    """The figures are drawn (and matplotlib imported) after training, before summary.json: a
+    failure there is one line on stderr, and the run keeps its summary and its status."""
+
+    def broken(data):
+        raise ImportError("matplotlib is broken here")
+
+    monkeypatch.setattr("gradexp.diagnostics.report.draw", broken)
+    train(make_config(), run_dir, show_progress=False)
+    assert read_summary(run_dir)["status"] == "completed"
+    assert (
+        "the end-of-run figures were not drawn: ImportError: matplotlib is broken here"
+        in capsys.readouterr().err
+    )
+    assert not (run_dir / "figures").exists()
+
+
 def test_completed_run_writes_summary_with_every_documented_field(run_dir):
     returned = train(make_config(), run_dir, show_progress=False)
     summary = read_summary(run_dir)

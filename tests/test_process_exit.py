@@ -30,12 +30,12 @@ print("never reached")
 """
 
 
-def run_script(tmp_path, ending: str) -> subprocess.CompletedProcess:
+def run_script(tmp_path, ending: str, *before: str) -> subprocess.CompletedProcess:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT).replace("{ending}", ending))
     block_buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     return subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
+        [sys.executable, *before, str(script), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -69,3 +69,12 @@ def test_an_exception_takes_pythons_own_way_out(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "RuntimeError: not a SystemExit" in result.stderr
     assert (tmp_path / "atexit.txt").is_file()
+
+
+def test_under_a_profiler_the_process_takes_pythons_own_exit_and_the_profile_is_written(tmp_path):
+    profile = tmp_path / "run.prof"
+    result = run_script(tmp_path, "sys.exit(3)", "-m", "cProfile", "-o", str(profile))
+    assert result.returncode == 0, result.stderr  # cProfile's own: it ends a script's SystemExit so
+    assert result.stdout == "buffered, no newline"
+    assert profile.stat().st_size > 0  # cProfile writes it after the script, at Python's exit
+    assert (tmp_path / "atexit.txt").is_file() and (tmp_path / "thread.txt").is_file()

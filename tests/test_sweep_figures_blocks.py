@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gradexp.diagnostics.figures import plt
+from gradexp.diagnostics.figures import subplots
 from gradexp.sweeps import figures
 from gradexp.sweeps.table import Job, build
 from tests.conftest import TINY, read_scalars, read_summary, run_cli
@@ -143,7 +143,7 @@ def test_the_norm_history_read_through_the_series_reader_is_unchanged(mlp_sweep)
 
 def loss_axis(*curves: tuple[str, list[float]]) -> tuple[str, tuple[float, float]]:
     """The y scale and limits the training-loss figure gives jobs of these (status, values)."""
-    fig, ax = plt.subplots()
+    _, ax = subplots()
     jobs = [
         (Job(Path(str(i)), str(i), status, {}), list(range(len(v))), v)
         for i, (status, v) in enumerate(curves)
@@ -151,9 +151,7 @@ def loss_axis(*curves: tuple[str, list[float]]) -> tuple[str, tuple[float, float
     for _, steps, values in jobs:
         ax.plot(steps, values)
     figures._loss_axis(ax, jobs)
-    scale, limits = ax.get_yscale(), ax.get_ylim()
-    plt.close(fig)
-    return scale, limits
+    return ax.get_yscale(), ax.get_ylim()
 
 
 def test_the_loss_axis_is_log_only_for_positive_losses_spanning_more_than_a_decade():

@@ -11,12 +11,23 @@ import math
 
 import matplotlib
 import matplotlib.ticker
-
-matplotlib.use("Agg")  # no display: render to memory
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 MAX_LAYER_LABELS = 12
+
+
+def subplots(*grid, figsize=None, layout=None, **axes):
+    """A figure and its axes, as `pyplot.subplots` makes them but without pyplot: rendered by
+    Agg into memory, whatever backend the user's session chose (a notebook's stays theirs),
+    with no window opened and nothing to close."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*grid, **axes)
+
+
+def viridis(start: float, stop: float, n: int) -> np.ndarray:
+    """n colours along viridis, from `start` to `stop` (0 to 1)."""
+    return matplotlib.colormaps["viridis"](np.linspace(start, stop, n))
 
 
 def to_png(fig) -> bytes:
@@ -24,7 +35,6 @@ def to_png(fig) -> bytes:
     # no bbox_inches="tight" (it renders twice); light compression (PNG encoding is a third of
     # the time, and level 1 makes files only a little larger)
     fig.savefig(buffer, format="png", dpi=90, pil_kwargs={"compress_level": 1})
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -49,7 +59,7 @@ def gradient_flow(layers: list[str], history: list[tuple[int, list[float]]]) -> 
     vanishing network is dark at the bottom, an exploding one bright."""
     steps = [s for s, _ in history]
     grid = log10_or_nan([norms for _, norms in history]).T
-    fig, ax = plt.subplots(figsize=(8, 0.25 * len(layers) + 2))
+    fig, ax = subplots(figsize=(8, 0.25 * len(layers) + 2))
     extent = (steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(layers) - 0.5)
     image = ax.imshow(
         grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest", extent=extent
@@ -67,7 +77,7 @@ def norm_against_depth(
     layers: list[str], series: dict[str, dict[str, float]], title: str = "per-layer norms against depth"
 ) -> bytes:
     """Each named series (e.g. 'grad norm, step 0') as a line over the layers, on a log scale."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = subplots(figsize=(8, 4))
     x = np.arange(1, len(layers) + 1)
     for label, values in series.items():
         y = [values.get(layer, math.nan) for layer in layers]
@@ -84,12 +94,12 @@ def norm_against_depth(
 
 def through_time(curves: dict[str, list[tuple[int, list[float]]]]) -> bytes:
     """||dL/dh_t|| against t, one line per recorded training step (darker = later)."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(8 * len(curves), 4), squeeze=False)
+    fig, axes = subplots(1, len(curves), figsize=(8 * len(curves), 4), squeeze=False)
     for ax, (tag, history) in zip(axes[0], curves.items()):
         picks = (
             history if len(history) <= 8 else [history[round(i * (len(history) - 1) / 7)] for i in range(8)]
         )
-        colours = plt.cm.viridis(np.linspace(0.9, 0.1, len(picks)))
+        colours = viridis(0.9, 0.1, len(picks))
         for (step, values), colour in zip(picks, colours):
             ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=f"step {step}")
         log_axis(ax)
@@ -106,7 +116,7 @@ def activations_and_derivatives(curves: dict[str, tuple[np.ndarray, np.ndarray, 
     1/4: each sigmoid layer passes at most a quarter of the gradient on)."""
     columns = 4
     rows = math.ceil(len(curves) / columns)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, layout="constrained"
     )
     for ax, (name, (h, phi, dphi)) in zip(axes.flat, curves.items()):

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
 
-from gradexp.diagnostics.figures import log10_or_nan, log_axis, plt, to_png
+from gradexp.diagnostics.figures import log10_or_nan, log_axis, subplots, to_png, viridis
 from gradexp.sweeps.groups import SEED_KEY, Group, Spread, group_jobs
 from gradexp.sweeps.table import Job, Table
 
@@ -68,7 +68,7 @@ def norm_vs_depth(table: Table) -> bytes | None:
     panels = [("grad_norm_first", "weight gradient ||dL/dW||")]
     if any(j.summary.get("grad_signal_first") for j in jobs):
         panels.append(("grad_signal_first", "back-propagated signal ||dL/dz||"))
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, len(panels), figsize=(7 * len(panels) + 2, 5), squeeze=False, layout="constrained"
     )
     for ax, (key, title) in zip(axes[0], panels):
@@ -88,7 +88,7 @@ def block_norm_vs_depth(table: Table) -> bytes | None:
     jobs = [j for j in table.jobs if j.summary.get("block_grad_norm_first")]
     if not jobs:
         return None
-    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    fig, ax = subplots(figsize=(9, 5), layout="constrained")
     _line_per_job(ax, jobs, table, _block_norms)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("block (input to output)")
@@ -108,7 +108,7 @@ def grad_zero_vs_depth(table: Table) -> bytes | None:
     reduced = any(j.summary.get("precision") not in (None, "32") for j in jobs)
     if not reduced or not any(v for j in jobs for key in keys for v in (j.summary.get(key) or {}).values()):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True, layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(14, 5), sharey=True, layout="constrained")
     for ax, key, when in zip(axes, keys, ("step 0", "the last diagnostic step")):
         values = lambda job, key=key: _plotted((job.summary.get(key) or {}).values())  # noqa: E731
         _line_per_job(ax, jobs, table, values, log=False)
@@ -128,7 +128,7 @@ def through_time(table: Table) -> bytes | None:
     jobs = [j for j in table.jobs if j.summary.get("grad_through_time_first")]
     if not jobs:
         return None
-    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    fig, ax = subplots(figsize=(9, 5), layout="constrained")
     first_layer = lambda job: _plotted(next(iter(job.summary["grad_through_time_first"].values())))  # noqa: E731
     _line_per_job(ax, jobs, table, first_layer, marker=None)
     ax.set_xlabel("time step t")
@@ -146,8 +146,8 @@ def training_loss(table: Table) -> bytes | None:
     curves = loss_curves(table)
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(curves)))
+    fig, ax = subplots(figsize=(9, 5), layout="constrained")
+    colours = viridis(0, 0.95, len(curves))
     for (job, steps, values), colour in zip(curves, colours):
         one = "o" if len(steps) == 1 else None  # a single point is no line: mark it
         ax.plot(steps, values, color=colour, label=status_label(job, table), marker=one, markersize=3)
@@ -226,7 +226,7 @@ def final_loss_heatmap(table: Table, metric: str = "final_train_loss") -> bytes 
         return None
     panels = list(itertools.product(*(_values(table, k) for k in rest)))[:MAX_PANELS]
     columns = min(len(panels), 3)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         math.ceil(len(panels) / columns),
         columns,
         figsize=(1.2 * len(cols) * columns + 3, 0.5 * len(rows) * math.ceil(len(panels) / columns) + 2),
@@ -306,7 +306,7 @@ def gradient_flows(table: Table) -> bytes | None:
     columns = min(len(flows), 4)
     rows = math.ceil(len(flows) / columns)
     width, height = 3.2 * columns + 1, 2.6 * rows
-    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    fig, axes = subplots(rows, columns, figsize=(width, height), squeeze=False)
     # margins set in inches, not found by constrained layout: it measures every tick label of
     # every panel, a twentieth of a second a panel, which a large sweep pays per job
     fig.subplots_adjust(
@@ -372,7 +372,7 @@ def _line_per_job(
     if table.seeded():
         _line_per_group(ax, group_jobs(jobs, table.swept), values_of, marker, log)
         return
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(jobs)))
+    colours = viridis(0, 0.95, len(jobs))
     for job, colour in zip(jobs, colours):
         values = values_of(job)
         x = np.arange(1, len(values) + 1)
@@ -385,7 +385,7 @@ def _line_per_job(
 def _line_per_group(ax, groups: list[Group], values_of: Callable, marker: str | None, log: bool) -> None:
     """A configuration's seeds as one line, their mean (geometric on a log axis: the values span
     decades), in a band from the least to the greatest seed's value at each point."""
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups)))
+    colours = viridis(0, 0.95, len(groups))
     for group, colour in zip(groups, colours):
         lines = [np.asarray(values_of(job), dtype=float) for job in group.jobs]
         grid = np.full((len(lines), max(len(v) for v in lines)), np.nan)

@@ -38,10 +38,19 @@ def threads_per_job(hydra_cfg: DictConfig) -> int | None:
 
 def stop_idle_workers() -> None:
     """joblib's worker processes, once Hydra's joblib launcher has returned (every job done and
-    its files closed, the workers idle): killed now, as loky kills them on a timeout. Left to the
-    end, loky's exit handler sends each a sentinel and waits while it tears down its interpreter,
-    0.7 s with torch loaded, before the command can end. A job's lines are flushed as it ends."""
+    its files closed, the workers idle): killed now, as joblib kills them on a timeout (which
+    also removes its temporary folders). Left to the end, loky's exit handler sends each a
+    sentinel and waits while it tears down its interpreter, 0.7 s with torch loaded, before the
+    command can end. A job's lines are flushed as it ends. Should this fail, the workers are
+    left to that exit handler, as before."""
     loky = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(loky, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
+    if executor is None:
+        return
+    try:
+        if hasattr(executor, "terminate"):  # joblib's executor: its memmapping folders too
+            executor.terminate(kill_workers=True)
+        else:
+            executor.shutdown(wait=True, kill_workers=True)
+    except Exception as error:  # noqa: BLE001 (the sweep is done: this only saves time)
+        print(f"gradexp: joblib's workers are left to stop at exit: {error}", file=sys.stderr)

@@ -11,7 +11,6 @@ any other run directory, or any other directory, is read and never written.
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from rich.console import Console
@@ -90,9 +89,11 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
         )
     drawn = []
     if write_files and draw and table.jobs:
-        from gradexp.sweeps import figures  # matplotlib: imported where a figure is drawn (see figures.py)
-
         try:
+            from gradexp.sweeps import (
+                figures,
+            )  # matplotlib: imported where a figure is drawn (see figures.py)
+
             drawn = figures.draw_all(table, root / FIGURES_DIR)
         except Exception as error:  # noqa: BLE001 (the table is written; a figure must not undo that)
             console.print(f"[red]figures not drawn:[/] {escape(str(error))}", highlight=False)
@@ -197,7 +198,7 @@ def draw_activations(folder: Path) -> Path:
     return path
 
 
-def entry() -> NoReturn:
+def entry() -> None:
     """The `gradexp-report` script: main(), then the process ends without the interpreter's
     teardown (see process_exit.py)."""
     run_and_exit(main)
