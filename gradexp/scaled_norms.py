@@ -65,7 +65,12 @@ def norms(tensors: Sequence[Tensor], layout: Layout | None = None) -> Tensor:
         return torch.zeros(0, dtype=torch.float64)
     if tensors[0].device.type != "cpu":
         return _scaled(tensors)
-    plain = _float32_sums(tensors, layout)
+    return checked(_float32_sums(tensors, layout), tensors)
+
+
+def checked(plain: Tensor, tensors: Sequence[Tensor]) -> Tensor:
+    """CPU norms taken from float32 sums (as `norms` takes them), with those outside the range
+    where such sums are exact measured again, scaled; float32 as they came when none is."""
     low, high = torch.aminmax(plain)  # one reduction and no mask: the common case is cheap
     if float(low) >= SMALLEST_EXACT and float(high) < float("inf"):  # a NaN fails both
         return plain
@@ -156,6 +161,16 @@ def _float32_sums(tensors: Sequence[Tensor], layout: Layout | None = None) -> Te
             torch.arange(len(sizes)), torch.tensor(sizes)
         )
     return partial.new_zeros(len(tensors)).index_add_(0, owners, partial).sqrt()
+
+
+def sum_of_squares(tensor: Tensor) -> Tensor:
+    """One float32 CPU tensor's sum of squares, taken as `_squares` takes it (a BLAS dot product,
+    in CHUNK pieces added in float64 past CHUNK entries), for a caller that reads each tensor
+    while it is still in cache: `checked(torch.stack(sums).sqrt(), tensors)` are their norms."""
+    flat = tensor.reshape(-1)
+    if flat.numel() <= CHUNK:
+        return torch.dot(flat, flat)
+    return _squares(flat.split(CHUNK)).double().sum().float()
 
 
 def _squares(tensors: Sequence[Tensor]) -> Tensor:

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 import gradexp
+from gradexp import scaled_norms
 from gradexp.config.errors import ConfigError
 from gradexp.engine import train
 from tests.conftest import make_config, read_scalars, read_summary
@@ -116,6 +117,31 @@ def test_the_update_ratio_is_the_one_from_the_weights_before_and_after_the_step(
         assert recorded == pytest.approx(ratios[step], rel=1e-4)
     assert 1 not in scalars[f"update_ratio/{summary['layers'][0]}"]
     assert summary["update_ratio_last"] == pytest.approx(dict(zip(summary["layers"], ratios[4])), rel=1e-4)
+
+
+def test_weight_norms_and_updates_past_a_chunk_and_below_float32s_squares_match_float64(tmp_path):
+    """Each weight is copied and measured one at a time on the CPU: a matrix of more entries than
+    one float32 partial sum takes (scaled_norms.CHUNK) is summed in pieces, and a layer whose
+    weights are so small that their squares underflow float32 is measured again, scaled."""
+    torch.manual_seed(0)
+    wide = nn.Linear(8, scaled_norms.CHUNK // 8 + 100)
+    model = nn.Sequential(wide, nn.ReLU(), nn.Linear(wide.out_features, 3))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-25)  # entries near 1e-27: squares far below float32's smallest
+    x, y = data()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-30)  # keeps them there; its update is 1e-31
+    monitor = gradexp.watch(model, opt, tmp_path, diagnostics_every=1, histograms_every=None, **QUIET)
+    watched_step(model, opt, monitor, x, y)  # the monitor measures; the step below is the one checked
+    before = [w.detach().double().clone() for w in weights(model)]
+    watched_step(model, opt, monitor, x, y)
+    after = [w.detach().double() for w in weights(model)]
+    summary = monitor.close()
+    scalars = read_scalars(tmp_path)
+    for name, b, a in zip(summary["layers"], before, after):
+        assert scalars[f"weight_norm/{name}"][1] == pytest.approx(b.norm().item(), rel=1e-6)
+        assert scalars[f"update_ratio/{name}"][1] == pytest.approx(
+            ((a - b).norm() / b.norm()).item(), rel=1e-5
+        )
 
 
 def test_under_a_grad_scaler_the_recorded_norms_are_unscaled_and_the_scale_is_recorded(tmp_path):
