@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -43,6 +44,7 @@ from gradexp.sweeps.parallel import stop_idle_workers, threads_per_job
 EXIT_CONFIG_ERROR = 2
 EXIT_JOBS_FAILED = 1
 SWEEP_PROCESS_ENV = "GRADEXP_SWEEP_PROCESS"  # the pid of the process that runs the command
+RANK_0_GRACE_S = 2.0  # how long another process lets rank 0 report a mistake before failing too
 
 
 def entry() -> None:
@@ -150,7 +152,7 @@ def _follow_rank_0(plan: Plan) -> list[str]:
     if refused is not None:
         raise refused
     if claimed is None:  # rank 0 refused the directory and says why
-        sys.exit(EXIT_CONFIG_ERROR)
+        _exit_after_rank_0()
     if group.leader:
         return claimed
     quiet = ["hydra.job_logging.root.handlers=[]", "++hydra.job_logging.handlers.file.delay=true"]
@@ -245,4 +247,15 @@ def _interrupted(run_dir: Path, stopped: KeyboardInterrupt) -> None:
 def _fail(error: ConfigError) -> None:
     if distributed.launched().leader:  # with several processes, rank 0 alone says it
         print(f"gradexp: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+    _exit_after_rank_0()
+
+
+def _exit_after_rank_0() -> None:
+    """A process other than rank 0 that meets a mistake: rank 0 meets the same one and says it,
+    but torchrun stops every process as soon as one of them fails, so this one waits a moment
+    (RANK_0_GRACE_S) before its failure can cut rank 0 short. A process's exit used to take
+    that long anyway, in the interpreter's teardown (see process_exit.py)."""
+    if distributed.launched().size > 1:
+        time.sleep(RANK_0_GRACE_S)
     sys.exit(EXIT_CONFIG_ERROR)
