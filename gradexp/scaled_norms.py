@@ -147,7 +147,7 @@ def _float32_sums(tensors: Sequence[Tensor], layout: Layout | None = None) -> Te
         return _squares(tensors).sqrt() if dtype is None else torch.stack(_foreach_norm(tensors, dtype))
     pieces, sizes = [], []
     for t in tensors:
-        parts = t.reshape(-1).split(CHUNK) if t.numel() > CHUNK else (t,)
+        parts = t.flatten().split(CHUNK) if t.numel() > CHUNK else (t,)
         pieces += parts
         sizes.append(len(parts))
     partial = (
@@ -167,7 +167,7 @@ def sum_of_squares(tensor: Tensor) -> Tensor:
     """One float32 CPU tensor's sum of squares, taken as `_squares` takes it (a BLAS dot product,
     in CHUNK pieces added in float64 past CHUNK entries), for a caller that reads each tensor
     while it is still in cache: `checked(torch.stack(sums).sqrt(), tensors)` are their norms."""
-    flat = tensor.reshape(-1)
+    flat = tensor.flatten()
     if flat.numel() <= CHUNK:
         return torch.dot(flat, flat)
     return _squares(flat.split(CHUNK)).double().sum().float()
@@ -178,8 +178,9 @@ def _squares(tensors: Sequence[Tensor]) -> Tensor:
     In a training step they cost half of what `_foreach_norm` costs there (measured each in
     place of the other, on a depth-20 MLP of width 256: 2.4% against 5.4% of a step), and they
     round less (2e-9 against 2e-7 relative on 65536 entries). Concatenating the small tensors
-    (biases) to save their calls cost more than it saved."""
-    return torch.stack([torch.dot(flat, flat) for flat in (t.reshape(-1) for t in tensors)])
+    (biases) to save their calls cost more than it saved. `flatten` returns a 1-d tensor as it is,
+    where `reshape(-1)` makes a view of it: 1% of the MLP's step in gradexp.watch, for its biases."""
+    return torch.stack([torch.dot(flat, flat) for flat in (t.flatten() for t in tensors)])
 
 
 def _foreach_norm(tensors: Sequence[Tensor], dtype: torch.dtype | None) -> tuple[Tensor, ...]:
