@@ -256,6 +256,5 @@ def _exit_after_rank_0() -> None:
     but torchrun stops every process as soon as one of them fails, so this one waits a moment
     (RANK_0_GRACE_S) before its failure can cut rank 0 short. A process's exit used to take
     that long anyway, in the interpreter's teardown (see process_exit.py)."""
-    if distributed.launched().size > 1:
-        time.sleep(RANK_0_GRACE_S)
+    time.sleep(RANK_0_GRACE_S)
     sys.exit(EXIT_CONFIG_ERROR)

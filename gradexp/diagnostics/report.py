@@ -145,7 +145,8 @@ class FigureData:
 
 def draw(data: FigureData) -> dict[str, bytes]:
     """The end-of-run figures, by file name."""
-    from gradexp.diagnostics import figures  # matplotlib: imported where a figure is drawn (see figures.py)
+    # matplotlib: imported where a figure is drawn (see diagnostics/figures.py)
+    from gradexp.diagnostics import figures
 
     drawn = {}
     layers, history = data.layers, data.norm_history

@@ -91,7 +91,8 @@ def outcome_table(summaries: list[dict], width: int) -> list[Table]:
 
 def figure(summaries: list[dict]) -> bytes:
     """Every run's gradient norm per layer at step 0 and its signal, on one log axis."""
-    from gradexp.diagnostics import figures  # matplotlib: imported where a figure is drawn (see figures.py)
+    # matplotlib: imported where a figure is drawn (see diagnostics/figures.py)
+    from gradexp.diagnostics import figures
 
     layers = list(dict.fromkeys(layer for s in summaries for layer in s.get("layers", [])))
     series = {}

@@ -90,9 +90,8 @@ def show(table: Table, draw: bool = True, console: Console | None = None, write_
     drawn = []
     if write_files and draw and table.jobs:
         try:
-            from gradexp.sweeps import (
-                figures,
-            )  # matplotlib: imported where a figure is drawn (see figures.py)
+            # matplotlib: imported where a figure is drawn (see diagnostics/figures.py)
+            from gradexp.sweeps import figures
 
             drawn = figures.draw_all(table, root / FIGURES_DIR)
         except Exception as error:  # noqa: BLE001 (the table is written; a figure must not undo that)
@@ -183,9 +182,8 @@ def _fixed(table: Table) -> str:
 def draw_activations(folder: Path) -> Path:
     """Every activation of the registry beside its derivative, computed by autograd from the very
     modules gradexp trains with."""
-    from gradexp.diagnostics.figures import (
-        activations_and_derivatives,
-    )  # matplotlib: imported where a figure is drawn (see figures.py)
+    # matplotlib: imported where a figure is drawn (see diagnostics/figures.py)
+    from gradexp.diagnostics.figures import activations_and_derivatives
 
     h = torch.linspace(-5, 5, 1001, dtype=torch.float64)
     curves = {}
