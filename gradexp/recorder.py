@@ -77,7 +77,10 @@ class GradientRecorder:
         self.scaled_gradients = False
         self.first_values: dict[str, float] = {}  # every scalar tag's first and last recorded value
         self.last_values: dict[str, float] = {}
-        self.value_steps: dict[str, tuple[int, int]] = {}  # tag -> steps of its first and last value
+        self._first_steps: dict[str, int] = {}  # tag -> steps of its first and last value
+        self._last_steps: dict[str, int] = {}
+        self._norm_tags = [f"grad_norm/{n}" for n in self.layer_names]
+        self._block_tags = [f"block_grad_norm/{n}" for n in self.block_names]
         self.norm_history: list[tuple[int, list[float]]] = []  # (step, layer norms) per logged step
         self.vector_history: dict[str, list[tuple[int, list[float]]]] = {}
         self._zero: Tensor | None = None
@@ -136,10 +139,9 @@ class GradientRecorder:
         records: dict[int, StepRecord] = {}
         skipped: set[int] = set()
         if self._rows:
-            for (step, lr, *_), values in zip(self._rows, self._table()):
+            for (step, lr, *_), values, finite_gradient in zip(self._rows, *self._table()):
                 if self.divergence is not None:
                     break
-                finite_gradient = all(math.isfinite(v) for v in values[1:])
                 skip = self.scaling and math.isfinite(values[0]) and not finite_gradient
                 bad = not math.isfinite(values[0]) or not (finite_gradient or skip)
                 self._count(values, skip)
@@ -186,22 +188,31 @@ class GradientRecorder:
         if not skip:
             self.clipped_steps += self.clipping and values[2] < values[1] * (1 - 1e-6)
 
+    @property
+    def value_steps(self) -> dict[str, tuple[int, int]]:
+        """tag -> steps of its first and last recorded value."""
+        return {tag: (first, self._last_steps[tag]) for tag, first in self._first_steps.items()}
+
     def _remember(self, records: list[StepRecord]) -> None:
-        """Keep what the summary and the figures need once the sinks have written the rest."""
+        """Keep what the summary and the figures need once the sinks have written the rest (in
+        dict operations over each step's tags: a step of every signal has hundreds)."""
         for record in records:
-            for tag, value in record.scalars.items():
-                self.first_values.setdefault(tag, value)
-                self.last_values[tag] = value
-                self.value_steps[tag] = (self.value_steps.get(tag, (record.step,))[0], record.step)
-            norms = [record.scalars.get(f"grad_norm/{n}") for n in self.layer_names]
+            scalars = record.scalars
+            if not scalars.keys() <= self.first_values.keys():  # tags seen for the first time
+                for tag, value in scalars.items():
+                    if tag not in self.first_values:
+                        self.first_values[tag], self._first_steps[tag] = value, record.step
+            self.last_values.update(scalars)
+            self._last_steps.update(dict.fromkeys(scalars, record.step))
+            norms = list(map(scalars.get, self._norm_tags))
             if norms and None not in norms:  # a step with the gradient measured (not skipped)
                 self.norm_history.append((record.step, norms))
             for tag, vector in record.vectors.items():
                 self.vector_history.setdefault(tag, []).append((record.step, vector))
 
-    def _table(self) -> list[list[float]]:
+    def _table(self) -> tuple[list[list[float]], list[bool]]:
         """Pending steps as host rows: [loss, total norm, total after clipping, *norms, *block
-        norms, loss scale (when scaling)]."""
+        norms, loss scale (when scaling)]; and per row, whether all but its loss are finite."""
         norms = torch.stack([norms for _, _, _, norms, _, _ in self._rows]).double()
         scales = torch.stack([scale for *_, scale in self._rows]).double()[:, None] if self.scaling else None
         if self.scaled_gradients:
@@ -216,7 +227,8 @@ class GradientRecorder:
             parts.append((norms.square() @ self._membership).sqrt())
         if self.scaling:
             parts.append(scales)
-        return torch.cat(parts, dim=1).cpu().tolist()
+        table = torch.cat(parts, dim=1)
+        return table.cpu().tolist(), torch.isfinite(table[:, 1:]).all(dim=1).cpu().tolist()
 
     def _step_record(self, step: int, lr: float, values: list[float], skip: bool) -> StepRecord:
         loss, total, clipped_total = values[:3]
@@ -225,10 +237,9 @@ class GradientRecorder:
             gradient["grad_norm/total_clipped"] = clipped_total
             gradient["clip/clipped"] = float(clipped_total < total * (1 - 1e-6))
         layer_norms = values[3 : 3 + len(self.layer_names)]
-        gradient.update((f"grad_norm/{n}", v) for n, v in zip(self.layer_names, layer_norms))
+        gradient.update(zip(self._norm_tags, layer_norms))
         start = 3 + len(self.params)
-        blocks = values[start : start + len(self.block_names)]
-        gradient.update((f"block_grad_norm/{n}", v) for n, v in zip(self.block_names, blocks))
+        gradient.update(zip(self._block_tags, values[start : start + len(self.block_names)]))
         scalars = {"loss/train": loss, "lr": float(lr), **({} if skip else gradient)}
         if self.clipping:
             scalars["clip/fraction"] = self.clip_fraction() or 0.0
@@ -262,7 +273,8 @@ class GradientRecorder:
         self.skipped_steps, self.skipped_in_a_row = state["skipped_steps"], state["skipped_in_a_row"]
         self.scale_last = state["scale_last"]
         self.first_values, self.last_values = dict(state["first_values"]), dict(state["last_values"])
-        self.value_steps = {tag: tuple(steps) for tag, steps in state["value_steps"].items()}
+        self._first_steps = {tag: steps[0] for tag, steps in state["value_steps"].items()}
+        self._last_steps = {tag: steps[1] for tag, steps in state["value_steps"].items()}
         self.norm_history = [(step, list(norms)) for step, norms in state["norm_history"]]
         self.vector_history = {
             tag: [(step, list(v)) for step, v in history] for tag, history in state["vector_history"].items()

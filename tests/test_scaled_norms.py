@@ -11,6 +11,7 @@ from gradexp import scaled_norms
 from gradexp.clipping import clip_gradients
 from gradexp.config.validate import validate
 from gradexp.engine import build_run, train
+from gradexp.measurements.reduce import Rows, Stacker, _centred_mean_std
 from tests.conftest import make_config, read_scalars
 
 SCALES = [1e-40, 1e-30, 1e-25, 1e-20, 1e-3, 1.0, 1e19, 1e21, 1e30, 1e36]
@@ -147,6 +148,57 @@ def test_a_gradient_of_1e21_and_one_of_1e_25_are_recorded_finite_and_exact(tmp_p
     assert record.scalars[f"grad_norm/{names[0]}"] == pytest.approx(expected[0], rel=1e-5)
     assert record.scalars[f"grad_norm/{names[1]}"] == pytest.approx(expected[1], rel=1e-5)
     assert math.isfinite(record.scalars["grad_norm/total"])
+
+
+def activation_rows() -> torch.Tensor:
+    """Rows of 4096 float32 values the one-pass moments must get right or hand to the centred
+    pass: ordinary ReLU outputs, a mean 1e6 times the spread (the variance cancels), values of
+    1e25 (squares overflow float32) and 1e-25 (they underflow), all zeros, one value, a NaN and
+    an infinity."""
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(8, 4096, generator=generator, dtype=torch.float64)
+    rows = torch.stack(
+        [
+            noise[0].clamp_min(0),
+            1e4 + 1e-2 * noise[1],
+            1e25 * noise[2],
+            1e-25 * noise[3],
+            torch.zeros(4096, dtype=torch.float64),
+            torch.zeros(4096, dtype=torch.float64).index_fill_(0, torch.tensor([7]), 2.5),
+            noise[6].index_fill(0, torch.tensor([5]), math.nan),
+            noise[7].index_fill(0, torch.tensor([9]), math.inf),
+        ]
+    )
+    return rows.float()
+
+
+def test_activation_mean_and_std_are_right_to_1e_4_on_every_kind_of_row():
+    """One by one (float32 on the CPU), from the sums or from the caller's sums, and centred (a
+    GPU's stack, or float64)."""
+    rows = activation_rows()
+    exact = rows.double()
+    one_by_one = lambda sums=None: Rows(list(rows), Stacker(), "k").mean_std(sums)  # noqa: E731
+    assert Rows(list(rows), Stacker(), "k").stacked is None
+    given_sums = rows.sum(dim=1)  # as a ReLU's per-unit sums give them
+    for mean, std in (one_by_one(), one_by_one(given_sums), _centred_mean_std(rows.clone())):
+        assert mean.dtype == std.dtype == torch.float64
+        torch.testing.assert_close(mean[:6], exact.mean(dim=1)[:6], rtol=1e-6, atol=0)
+        torch.testing.assert_close(std[:6], exact.std(dim=1)[:6], rtol=1e-4, atol=0)
+        assert math.isnan(mean[6]) and math.isnan(std[6])
+        assert mean[7] == math.inf and not math.isfinite(std[7])
+    half = rows[:1].bfloat16()
+    stacked = Rows(list(half), Stacker(), "k")
+    assert stacked.stacked is not None  # half precision is stacked and read as float32
+    assert stacked.mean_std()[1].item() == pytest.approx(half.double().std().item(), rel=1e-4)
+
+
+def test_per_unit_reductions_are_over_the_batch_one_by_one_and_stacked():
+    tensors = [torch.randn(16, 3, 5, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    for rows in (Rows(tensors, Stacker(), "k"), Rows([t.double() for t in tensors], Stacker(), "k")):
+        torch.testing.assert_close(
+            rows.per_unit("amax").float(), torch.stack([t.amax(dim=0) for t in tensors])
+        )
+        torch.testing.assert_close(rows.per_unit("sum").float(), torch.stack([t.sum(dim=0) for t in tensors]))
 
 
 def test_clipping_a_gradient_of_1e21_brings_it_to_max_norm_not_to_zero(tmp_path):

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from tensorboard.compat.proto.summary_pb2 import HistogramProto
 from torch import Tensor
 
 from gradexp.scaled_norms import row_norms
@@ -106,13 +105,3 @@ def display_only() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(True)
-
-
-def histogram_proto(stats: list[float]) -> HistogramProto:
-    """TensorBoard's histogram record from one row of `Histograms.stats`, on the host."""
-    low, high, count, total, squares, *counts = stats
-    width = (high - low) / BINS
-    limits = [low + width * (i + 1) for i in range(BINS)]
-    return HistogramProto(
-        min=low, max=high, num=count, sum=total, sum_squares=squares, bucket_limit=limits, bucket=counts
-    )

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from gradexp.diagnostics.theory import max_derivative, where_below
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
-from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scatter
+from gradexp.measurements.reduce import Indices, Rows, Stacker, groups, scatter
 
 UNIT_SIGNALS = {"saturating": "saturation", "rectifier": "dead"}
 
@@ -63,8 +63,11 @@ class ActivationStats(Measurement):
             if index:
                 self.unit_sites[family] = index
                 self.tags += [f"{prefix}/{sites[i].name}" for i in index]
-        # dead units read off the outputs, from the stack the mean and std are taken from
-        self._dead_from_outputs = [s.family == "rectifier" and _zero_below_zero(s.module) for s in sites]
+        # dead units read off the outputs, as each unit's largest value over the batch, or its
+        # sum where no output is negative (a ReLU's: its sums give the mean too)
+        self._dead_from_outputs = [
+            (s.family == "rectifier" and _zero_below_zero(s.module), _never_negative(s.module)) for s in sites
+        ]
         self._regions: dict[str, tuple[tuple[float, float], ...]] = {}
         self._stacker, self._indices = Stacker(), Indices()
 
@@ -88,12 +91,15 @@ class ActivationStats(Measurement):
         if like is None:
             return Output()
         means, stds, dead = [], [], []
-        by_shape = groups(outputs, lambda i, t: (self._dead_from_outputs[i],))
-        for (shape, _, reads_dead), index in by_shape.items():
-            stacked = self._stacker.stack(f"out{shape}", [outputs[i] for i in index])
-            if reads_dead:  # before mean_std centres the stack in place
-                dead.append((index, _dead_share(stacked)))
-            mean, std = mean_std(stacked)
+        by_shape = groups(outputs, lambda i, t: self._dead_from_outputs[i])
+        for (shape, _, reads_dead, never_negative), index in by_shape.items():
+            rows = Rows([outputs[i] for i in index], self._stacker, f"out{shape}")
+            sums = None
+            if reads_dead:  # a unit is dead where its largest output (or its sum, if >= 0) is <= 0
+                units = rows.per_unit("sum" if never_negative else "amax")
+                dead.append((index, (units <= 0).float().flatten(1).mean(dim=1)))
+                sums = units.flatten(1).sum(dim=1) if never_negative else None
+            mean, std = rows.mean_std(sums)
             means.append((index, mean))
             stds.append((index, std))
         n = len(self.sites)
@@ -130,6 +136,11 @@ def _zero_below_zero(module: nn.Module) -> bool:
     if isinstance(module, nn.RReLU):
         return module.lower >= 0
     return False
+
+
+def _never_negative(module: nn.Module) -> bool:
+    """A ReLU's outputs are >= 0: a unit's are all zero exactly when their sum is."""
+    return isinstance(module, (nn.ReLU, nn.ReLU6))
 
 
 def _share_within(stacked: Tensor, regions: tuple[tuple[float, float], ...], stacker: Stacker) -> Tensor:

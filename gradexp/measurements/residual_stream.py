@@ -8,7 +8,7 @@ import torch
 
 from gradexp import scaled_norms
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
-from gradexp.measurements.reduce import Indices, Stacker, groups, mean_std, scatter
+from gradexp.measurements.reduce import Indices, Rows, Stacker, groups, scatter
 
 
 @measurement
@@ -38,7 +38,7 @@ class ResidualStream(Measurement):
         n = len(outputs)
         stds = []
         for (shape, *_), index in groups(outputs).items():
-            _, std = mean_std(self._stacker.stack(f"{shape}", [outputs[i] for i in index]))
+            _, std = Rows([outputs[i] for i in index], self._stacker, f"{shape}").mean_std()
             stds.append((index, std))
         present = [i for i, g in enumerate(grads) if g is not None]
         norms = []

@@ -28,9 +28,9 @@ def _masked_crc(data: bytes) -> bytes:
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
-def record(event: Event) -> bytes:
-    """One event as a TFRecord."""
-    data = event.SerializeToString()
+def record(event: Event | bytes) -> bytes:
+    """One event (or its serialized bytes) as a TFRecord."""
+    data = event if isinstance(event, bytes) else event.SerializeToString()
     header = struct.pack("<Q", len(data))
     return header + _masked_crc(header) + data + _masked_crc(data)
 
@@ -53,7 +53,7 @@ class EventFile:
         self.add(file_version())
         self.flush()
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event | bytes) -> None:
         self._file.write(record(event))
 
     def flush(self) -> None:

@@ -1,7 +1,7 @@
-"""TensorBoard event files in the run directory: one event per step carrying every tag, a
-custom-scalars layout that overlays every layer of a signal in one chart, and the figures."""
+"""TensorBoard event files in the run directory: one event per step carrying every tag (its
+bytes written directly: event_encoding), a custom-scalars layout that overlays
+every layer of a signal in one chart, and the figures."""
 
-import math
 import struct
 import time
 from pathlib import Path
@@ -10,16 +10,16 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard.summary import custom_scalars
 
-from gradexp.diagnostics.histograms import histogram_proto
 from gradexp.recorder import StepRecord
 from gradexp.sinks.base import Sink
+from gradexp.sinks.event_encoding import SummaryEncoder, event_bytes
 from gradexp.sinks.event_file import EventFile
 from gradexp.sinks.hparams import columns, metric_values, session_records
 
 
 class TensorBoardSink(Sink):
     """Writes each StepRecord as a single event holding all its values, rather than one event
-    per tag: the file stays small and writing 30 layers costs one protobuf, not 30."""
+    per tag: the file stays small and writing 30 layers costs one record, not 30."""
 
     def __init__(self, run_dir: Path, charts: dict[str, list[str]] | None = None, restart: bool = False):
         """`charts`: the Custom Scalars dashboard, a chart title -> the tag patterns it overlays
@@ -27,6 +27,7 @@ class TensorBoardSink(Sink):
         events (a sweep job run again); TensorBoard is told to drop them, so the new attempt's
         curves stand alone."""
         self._writer = EventFile(run_dir)
+        self._encoder = SummaryEncoder()
         if restart:
             self.resume_at(0)
         if charts:
@@ -38,13 +39,8 @@ class TensorBoardSink(Sink):
 
     def write(self, records: list[StepRecord]) -> None:
         for record in records:
-            values = [Summary.Value(tag=t, simple_value=v) for t, v in record.scalars.items()]
-            values += [
-                Summary.Value(tag=t, histo=histogram_proto(stats))
-                for t, stats in record.histograms.items()
-                if all(math.isfinite(v) for v in stats)  # a diverged tensor has no histogram
-            ]
-            self._add(record.step, Summary(value=values))
+            summary = self._encoder.scalars(record.scalars) + self._encoder.histograms(record.histograms)
+            self._writer.add(event_bytes(time.time(), record.step, summary))
         self._writer.flush()
 
     def write_images(self, step: int, images: dict[str, bytes]) -> None:
