@@ -78,6 +78,21 @@ class HalfInside(nn.Module):
         return self.net(x.half()).float()
 
 
+class Gated(nn.Module):
+    """A ReLU on one value per example (a gate): its activation is (batch,), one unit."""
+
+    def __init__(self, input_shape: tuple[int, ...], d_out: int):
+        super().__init__()
+        features = int(torch.tensor(input_shape).prod())
+        self.body = nn.Linear(features, d_out)
+        self.gate = nn.Linear(features, 1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)
+        return self.body(x) * (1 + self.act(self.gate(x).squeeze(1)))[:, None]
+
+
 class WrongOutput(nn.Module):
     """Gives 3 outputs whatever the task needs."""
 

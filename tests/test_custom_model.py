@@ -319,3 +319,17 @@ def test_a_network_of_many_layers_reads_by_block_and_charts_of_at_most_32_curves
     ]
     scalars = read_scalars(tmp_path)
     assert {f"grad_norm/{name}" for name in s["layers"]} <= set(scalars)
+
+
+def test_an_activation_of_one_value_per_example_is_one_unit(tmp_path):
+    """A ReLU on a (batch,) tensor: dead (the one unit is <= 0 for the whole batch), act_mean and
+    act_std as defined, where the per-unit reductions once assumed a unit dimension."""
+    cfg = config("model=custom", "model._target_=networks.Gated", "init=default")
+    model, x, _ = first_step(cfg)
+    with torch.no_grad():
+        gate = model.act(model.gate(x.flatten(1)).squeeze(1))
+    s = train(cfg, tmp_path, show_progress=False)
+    assert s["status"] == "completed"
+    assert s["dead_first"] == {"002_gate": float((gate <= 0).all())}
+    assert s["act_mean_first"]["002_gate"] == pytest.approx(gate.mean().item(), rel=1e-6)
+    assert s["act_std_first"]["002_gate"] == pytest.approx(gate.std().item(), rel=1e-5)

@@ -97,8 +97,9 @@ class ActivationStats(Measurement):
             sums = None
             if reads_dead:  # a unit is dead where its largest output (or its sum, if >= 0) is <= 0
                 units = rows.per_unit("sum" if never_negative else "amax")
-                dead.append((index, (units <= 0).float().flatten(1).mean(dim=1)))
-                sums = units.flatten(1).sum(dim=1) if never_negative else None
+                units = units.reshape(len(index), -1)  # an activation of one value per example: one unit
+                dead.append((index, (units <= 0).float().mean(dim=1)))
+                sums = units.sum(dim=1) if never_negative else None
             mean, std = rows.mean_std(sums)
             means.append((index, mean))
             stds.append((index, std))
@@ -165,4 +166,4 @@ def _share_within(stacked: Tensor, regions: tuple[tuple[float, float], ...], sta
 
 def _dead_share(stacked: Tensor) -> Tensor:
     """Per site (row): the share of units <= 0 for every example of the batch (dimension 1)."""
-    return (stacked.amax(dim=1) <= 0).float().flatten(1).mean(dim=1)
+    return (stacked.amax(dim=1) <= 0).float().reshape(len(stacked), -1).mean(dim=1)

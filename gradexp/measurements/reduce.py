@@ -61,9 +61,9 @@ class Rows:
     """Tensors of one shape and dtype, each reduced to a row of values. On the CPU each float32
     tensor is reduced where it lies, and read while it is in the core's cache: stacking them
     first cost a copy of every tensor, then passes over a stack larger than that cache (on a
-    depth-20 MLP of width 256, 6.3% of a bare step for the activation statistics, 4.4% one by
-    one). Elsewhere they are stacked once: on a GPU one kernel beats many launches, and half
-    precision is read as float32."""
+    depth-20 MLP of width 256, the activation statistics took 0.75 ms per diagnostic step
+    stacked and 0.62 ms one by one, alternated in one process). Elsewhere they are stacked once:
+    on a GPU one kernel beats many launches, and half precision is read as float32."""
 
     def __init__(self, tensors: list[Tensor], stacker: Stacker, key: str):
         self.tensors = tensors
