@@ -227,8 +227,8 @@ class GradientRecorder:
             parts.append((norms.square() @ self._membership).sqrt())
         if self.scaling:
             parts.append(scales)
-        table = torch.cat(parts, dim=1)
-        return table.cpu().tolist(), torch.isfinite(table[:, 1:]).all(dim=1).cpu().tolist()
+        table = torch.cat(parts, dim=1).cpu()  # one copy to the host
+        return table.tolist(), torch.isfinite(table[:, 1:]).all(dim=1).tolist()
 
     def _step_record(self, step: int, lr: float, values: list[float], skip: bool) -> StepRecord:
         loss, total, clipped_total = values[:3]

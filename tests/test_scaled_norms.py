@@ -193,12 +193,14 @@ def test_activation_mean_and_std_are_right_to_1e_4_on_every_kind_of_row():
 
 
 def test_per_unit_reductions_are_over_the_batch_one_by_one_and_stacked():
-    tensors = [torch.randn(16, 3, 5, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-    for rows in (Rows(tensors, Stacker(), "k"), Rows([t.double() for t in tensors], Stacker(), "k")):
-        torch.testing.assert_close(
-            rows.per_unit("amax").float(), torch.stack([t.amax(dim=0) for t in tensors])
-        )
-        torch.testing.assert_close(rows.per_unit("sum").float(), torch.stack([t.sum(dim=0) for t in tensors]))
+    """A row per tensor, of its units: the entries past the batch dimension (one for a tensor of
+    one value per example)."""
+    for shape in ((16, 3, 5), (16,)):
+        tensors = [torch.randn(*shape, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+        for rows in (Rows(tensors, Stacker(), "k"), Rows([t.double() for t in tensors], Stacker(), "k")):
+            for how in ("amax", "sum"):
+                expected = torch.stack([getattr(t, how)(dim=0) for t in tensors]).reshape(4, -1)
+                torch.testing.assert_close(rows.per_unit(how).float(), expected)
 
 
 def test_clipping_a_gradient_of_1e21_brings_it_to_max_norm_not_to_zero(tmp_path):

@@ -97,8 +97,7 @@ class ActivationStats(Measurement):
             sums = None
             if reads_dead:  # a unit is dead where its largest output (or its sum, if >= 0) is <= 0
                 units = rows.per_unit("sum" if never_negative else "amax")
-                units = units.reshape(len(index), -1)  # an activation of one value per example: one unit
-                dead.append((index, (units <= 0).float().mean(dim=1)))
+                dead.append((index, _dead_share(units)))
                 sums = units.sum(dim=1) if never_negative else None
             mean, std = rows.mean_std(sums)
             means.append((index, mean))
@@ -121,7 +120,7 @@ class ActivationStats(Measurement):
             if family == "saturating":
                 share = _share_within(x, self._saturated_where(modules[index[0]]), self._stacker)
             else:  # dead, read off the inputs (a learned or negative slope)
-                share = _dead_share(x)
+                share = _dead_share(x.amax(dim=1))
             values.append(([position[i] for i in index], share))
         return scatter(len(sites), like, values, self._indices)
 
@@ -164,6 +163,8 @@ def _share_within(stacked: Tensor, regions: tuple[tuple[float, float], ...], sta
     return count / per_row
 
 
-def _dead_share(stacked: Tensor) -> Tensor:
-    """Per site (row): the share of units <= 0 for every example of the batch (dimension 1)."""
-    return (stacked.amax(dim=1) <= 0).float().reshape(len(stacked), -1).mean(dim=1)
+def _dead_share(largest: Tensor) -> Tensor:
+    """Per site (row): the share of units <= 0 for every example of the batch, from each unit's
+    largest value over the batch (or its sum, where no value is negative). An activation of one
+    value per example is one unit."""
+    return (largest.reshape(len(largest), -1) <= 0).float().mean(dim=1)

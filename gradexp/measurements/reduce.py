@@ -71,11 +71,13 @@ class Rows:
         self.stacked = None if one_by_one else stacker.stack(key, tensors)
 
     def per_unit(self, how: str) -> Tensor:
-        """Each tensor reduced over its first (batch) dimension by `how` ("sum" or "amax"), one
-        row per tensor: (tensors, *unit shape)."""
+        """Each tensor reduced over its first (batch) dimension by `how` ("sum" or "amax"), a row
+        of its units (the entries past that dimension; one for a value per example)."""
         if self.stacked is not None:
-            return getattr(self.stacked, how)(dim=1)
-        return torch.stack([getattr(t, how)(dim=0) for t in self.tensors])
+            units = getattr(self.stacked, how)(dim=1)
+        else:
+            units = torch.stack([getattr(t, how)(dim=0) for t in self.tensors])
+        return units.reshape(len(units), -1)
 
     def mean_std(self, sums: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Each tensor's mean and (sample) std over all its values, float64. `sums`: each

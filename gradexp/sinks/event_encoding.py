@@ -33,8 +33,13 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+def key_and_length(field_byte: int, length: int) -> bytes:
+    """What comes before a length-delimited field's payload of `length` bytes."""
+    return bytes((field_byte,)) + varint(length)
+
+
 def length_delimited(field_byte: int, payload: bytes) -> bytes:
-    return bytes((field_byte,)) + varint(len(payload)) + payload
+    return key_and_length(field_byte, len(payload)) + payload
 
 
 def event_bytes(wall_time: float, step: int, summary: bytes) -> bytes:
@@ -49,7 +54,7 @@ class _Template:
         parts, slots, offset = [], [], 0
         for tag in tags:
             entry = length_delimited(0x0A, tag.encode()) + b"\x15"  # tag, then simple_value's key
-            head = b"\x0a" + varint(len(entry) + 4) + entry
+            head = key_and_length(0x0A, len(entry) + 4) + entry
             slots.extend(range(offset + len(head), offset + len(head) + 4))
             parts.append(head + bytes(4))
             offset += len(head) + 4
@@ -59,15 +64,27 @@ class _Template:
 
 # A serialized HistogramProto of BINS buckets, as a packed numpy record: each field's key byte
 # (field number << 3 | wire type), the five doubles, then bucket_limit and bucket as packed
-# doubles after their key and two-byte length. Every histogram has these 529 bytes.
+# doubles after their key and length. Every histogram has these bytes (529 for 30 buckets).
 _FIXED = ("min", "max", "num", "sum", "sum_squares")  # fields 1 to 5, as the row's first five values
+_PACKED = np.frombuffer(varint(8 * BINS), dtype=np.uint8)  # the length of BINS packed doubles
 _HISTOGRAM = np.dtype(
     [field for name in _FIXED for field in ((f"{name}_key", "u1"), (name, "<f8"))]
-    + [("limits_key", "u1"), ("limits_length", "u1", 2), ("limits", "<f8", BINS)]
-    + [("counts_key", "u1"), ("counts_length", "u1", 2), ("counts", "<f8", BINS)]
+    + [("limits_key", "u1"), ("limits_length", "u1", len(_PACKED)), ("limits", "<f8", BINS)]
+    + [("counts_key", "u1"), ("counts_length", "u1", len(_PACKED)), ("counts", "<f8", BINS)]
 )
-_PACKED_LENGTH = np.frombuffer(varint(8 * BINS), dtype=np.uint8)
-assert len(_PACKED_LENGTH) == 2
+
+
+def _keys() -> np.ndarray:
+    """One histogram record holding only its key and length bytes, the same in every histogram."""
+    keys = np.zeros(1, dtype=_HISTOGRAM)
+    for i, name in enumerate(_FIXED):
+        keys[f"{name}_key"] = (i + 1) << 3 | 1  # a double: wire type 1
+    keys["limits_key"], keys["counts_key"] = 6 << 3 | 2, 7 << 3 | 2  # packed: wire type 2
+    keys["limits_length"] = keys["counts_length"] = _PACKED
+    return keys
+
+
+_KEYS = _keys()
 
 
 class SummaryEncoder:
@@ -98,12 +115,9 @@ class SummaryEncoder:
         rows = np.array(list(histograms.values()), dtype=np.float64)
         kept = np.isfinite(rows).all(axis=1)
         rows = rows[kept]
-        records = np.zeros(len(rows), dtype=_HISTOGRAM)
-        for i, name in enumerate(_FIXED):  # a double: wire type 1
-            records[f"{name}_key"] = (i + 1) << 3 | 1
+        records = np.repeat(_KEYS, len(rows))
+        for i, name in enumerate(_FIXED):
             records[name] = rows[:, i]
-        records["limits_key"], records["counts_key"] = 6 << 3 | 2, 7 << 3 | 2  # packed: wire type 2
-        records["limits_length"] = records["counts_length"] = _PACKED_LENGTH
         low, high = rows[:, :1], rows[:, 1:2]
         records["limits"] = low + (high - low) / BINS * np.arange(1, BINS + 1)  # low + width * (i + 1)
         records["counts"] = rows[:, 5:]
@@ -117,6 +131,6 @@ class SummaryEncoder:
         head = self._histogram_heads.get(tag)
         if head is None:
             size = _HISTOGRAM.itemsize
-            entry = length_delimited(0x0A, tag.encode()) + b"\x2a" + varint(size)
-            head = self._histogram_heads[tag] = b"\x0a" + varint(len(entry) + size) + entry
+            entry = length_delimited(0x0A, tag.encode()) + key_and_length(0x2A, size)
+            head = self._histogram_heads[tag] = key_and_length(0x0A, len(entry) + size) + entry
         return head
