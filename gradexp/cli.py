@@ -11,6 +11,7 @@ distributed.py): rank 0 claims the run directory and the others follow it there;
 writes, prints and reports a mistake, and every process exits with the same status.
 """
 
+import contextlib
 import os
 import shlex
 import signal
@@ -27,6 +28,7 @@ import gradexp
 from gradexp import distributed, output_dir
 from gradexp.checkpoint import check_resumable
 from gradexp.config import CONFIG_DIR
+from gradexp.config.compose import mode_known
 from gradexp.config.errors import NO_VALUE, ConfigError
 from gradexp.config.preflight import Plan, check_command_line
 from gradexp.engine import train
@@ -80,7 +82,8 @@ def main() -> None:
         _fail(error)
     sys.argv[1:] = argv + naming_overrides(argv)
     try:
-        _hydra_main()
+        with mode_known(plan.hydra_mode) if plan.runs else contextlib.nullcontext():
+            _hydra_main()
     except BaseException as stopped:  # a failed or interrupted sweep still ends with its table
         code = getattr(stopped, "code", None)
         interrupted = isinstance(stopped, KeyboardInterrupt) or code in (

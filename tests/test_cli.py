@@ -9,8 +9,13 @@ import time
 
 import pytest
 import torch
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 import gradexp
+from gradexp.config import CONFIG_DIR
+from gradexp.config.compose import mode_known
+from gradexp.config.preflight import check_command_line
 from tests.conftest import (
     TINY,
     TINY_RNN,
@@ -376,3 +381,36 @@ def test_a_run_that_draws_no_figure_never_imports_matplotlib(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False"
     assert read_summary(tmp_path / "run")["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["model.depth=2"],
+        ["-m", "model.depth=2,3"],
+        ["hydra.mode=MULTIRUN", "model.depth=2"],
+        ["-m", "hydra.mode=RUN", "model.depth=2"],
+    ],
+)
+def test_the_mode_the_cli_gives_hydra_is_the_mode_hydra_composes(argv, tmp_path):
+    """Hydra composes the whole config once only to read `hydra.mode` (`Hydra.get_mode`); the
+    CLI answers it from the preflight's config instead (`mode_known`): the same answer."""
+    dirs = [f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"]
+    plan = check_command_line([*argv, *dirs])
+    overrides = [*(a for a in argv if a != "-m"), *dirs]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="gradexp"):
+        hydra = GlobalHydra.instance().hydra
+        composed = hydra.get_mode(config_name="config", overrides=overrides)
+        with mode_known(plan.hydra_mode):
+            answered = hydra.get_mode(config_name="config", overrides=overrides)
+        assert hydra.get_mode(config_name="config", overrides=overrides) == composed  # Hydra's own again
+    assert answered == composed == plan.hydra_mode
+
+
+def test_a_hydra_mode_set_without_the_flag_still_decides_what_runs(tmp_path):
+    """`hydra.mode=MULTIRUN` without -m: Hydra runs a sweep of one job, as it would unanswered."""
+    result = run_cli(*TINY, "hydra.mode=MULTIRUN", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [job] = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and (p / "summary.json").is_file()]
+    assert read_summary(job)["status"] == "completed"
+    assert "1 job: 1 completed" in result.stdout

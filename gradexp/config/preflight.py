@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from gradexp.config import CONFIG_DIR
@@ -69,6 +70,7 @@ class Plan:
     job: DictConfig | None = None  # the composed config of a single run that resumes
     forced: set[str] = field(default_factory=set)  # overrides a combination needs as ++key=value
     added: list[str] = field(default_factory=list)  # overrides the command line implies (the seeds)
+    hydra_mode: RunMode | None = None  # hydra.mode as composed (None: the --multirun flag decides)
 
 
 def check_command_line(argv: list[str]) -> Plan:
@@ -119,7 +121,8 @@ def check_command_line(argv: list[str]) -> Plan:
     if args.multirun and resume:
         _check_resumable_sweep(directory)
     typed = any(o.key_or_group == key for o in outputs)
-    return Plan(not args.cfg, args.multirun, Path(directory), typed, resume, job, forced, added)
+    mode = composed.hydra.mode
+    return Plan(not args.cfg, args.multirun, Path(directory), typed, resume, job, forced, added, mode)
 
 
 def _check_multirun_flag(overrides: list[Override], multirun: bool) -> None:

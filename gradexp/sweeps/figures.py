@@ -7,6 +7,7 @@ one shared colour scale. A sweep over several seeds draws a line per configurati
 its seeds, within a band from their least to their greatest value, and its heatmap cells give
 the mean and standard deviation over the seeds."""
 
+import functools
 import itertools
 import math
 import warnings
@@ -18,7 +19,8 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
 
-from gradexp.diagnostics.figures import log10_or_nan, log_axis, subplots, to_png, viridis
+from gradexp.diagnostics.figures import log10_or_nan, log_axis, margins, subplots, to_png, viridis
+from gradexp.run_files import EVENTS_GLOB
 from gradexp.sweeps.groups import SEED_KEY, Group, Spread, group_jobs
 from gradexp.sweeps.table import Job, Table
 
@@ -68,9 +70,8 @@ def norm_vs_depth(table: Table) -> bytes | None:
     panels = [("grad_norm_first", "weight gradient ||dL/dW||")]
     if any(j.summary.get("grad_signal_first") for j in jobs):
         panels.append(("grad_signal_first", "back-propagated signal ||dL/dz||"))
-    fig, axes = subplots(
-        1, len(panels), figsize=(7 * len(panels) + 2, 5), squeeze=False, layout="constrained"
-    )
+    fig, axes = subplots(1, len(panels), figsize=(7 * len(panels) + 2, 5), squeeze=False)
+    margins(fig, left=0.8, wspace=0.15)
     for ax, (key, title) in zip(axes[0], panels):
         _line_per_job(ax, jobs, table, lambda job, key=key: _plotted((job.summary.get(key) or {}).values()))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -88,7 +89,8 @@ def block_norm_vs_depth(table: Table) -> bytes | None:
     jobs = [j for j in table.jobs if j.summary.get("block_grad_norm_first")]
     if not jobs:
         return None
-    fig, ax = subplots(figsize=(9, 5), layout="constrained")
+    fig, ax = subplots(figsize=(9, 5))
+    margins(fig)
     _line_per_job(ax, jobs, table, _block_norms)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("block (input to output)")
@@ -108,7 +110,8 @@ def grad_zero_vs_depth(table: Table) -> bytes | None:
     reduced = any(j.summary.get("precision") not in (None, "32") for j in jobs)
     if not reduced or not any(v for j in jobs for key in keys for v in (j.summary.get(key) or {}).values()):
         return None
-    fig, axes = subplots(1, 2, figsize=(14, 5), sharey=True, layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(14, 5), sharey=True)
+    margins(fig, wspace=0.05)
     for ax, key, when in zip(axes, keys, ("step 0", "the last diagnostic step")):
         values = lambda job, key=key: _plotted((job.summary.get(key) or {}).values())  # noqa: E731
         _line_per_job(ax, jobs, table, values, log=False)
@@ -128,7 +131,8 @@ def through_time(table: Table) -> bytes | None:
     jobs = [j for j in table.jobs if j.summary.get("grad_through_time_first")]
     if not jobs:
         return None
-    fig, ax = subplots(figsize=(9, 5), layout="constrained")
+    fig, ax = subplots(figsize=(9, 5))
+    margins(fig)
     first_layer = lambda job: _plotted(next(iter(job.summary["grad_through_time_first"].values())))  # noqa: E731
     _line_per_job(ax, jobs, table, first_layer, marker=None)
     ax.set_xlabel("time step t")
@@ -146,7 +150,8 @@ def training_loss(table: Table) -> bytes | None:
     curves = loss_curves(table)
     if not curves:
         return None
-    fig, ax = subplots(figsize=(9, 5), layout="constrained")
+    fig, ax = subplots(figsize=(9, 5))
+    margins(fig)
     colours = viridis(0, 0.95, len(curves))
     for (job, steps, values), colour in zip(curves, colours):
         one = "o" if len(steps) == 1 else None  # a single point is no line: mark it
@@ -307,16 +312,9 @@ def gradient_flows(table: Table) -> bytes | None:
     rows = math.ceil(len(flows) / columns)
     width, height = 3.2 * columns + 1, 2.6 * rows
     fig, axes = subplots(rows, columns, figsize=(width, height), squeeze=False)
-    # margins set in inches, not found by constrained layout: it measures every tick label of
-    # every panel, a twentieth of a second a panel, which a large sweep pays per job
-    fig.subplots_adjust(
-        left=0.7 / width,
-        right=1 - 0.3 / width,
-        bottom=0.6 / height,
-        top=1 - 0.35 / height,
-        hspace=0.5,
-        wspace=0.3,
-    )
+    # constrained layout would measure every tick label of every panel (see margins): a
+    # twentieth of a second a panel, which a large sweep pays per job
+    margins(fig, left=0.7, right=0.3, top=0.35, hspace=0.5, wspace=0.3)
     for ax, (job, (layers, steps, _)), grid in zip(axes.flat, flows, grids):
         extent = (steps[0] - 0.5, steps[-1] + 0.5, 0.5, len(layers) + 0.5)
         image = ax.imshow(
@@ -353,12 +351,21 @@ def read_series(run_dir: Path, wanted: Callable[[str], bool]) -> dict[str, dict[
     """tag -> {step: value} for the scalar tags `wanted` accepts, from a run's event files, read
     directly (TensorBoard's EventAccumulator samples long series down). The files are read in the
     order they were written, so where a resumed run logged a step again, its later value wins."""
+    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run_dir.glob(EVENTS_GLOB)))
+    return {tag: points for tag, points in _scalars(files).items() if wanted(tag)}
+
+
+@functools.lru_cache(maxsize=2 * MAX_PANELS)
+def _scalars(files: tuple[tuple[str, int, int], ...]) -> dict[str, dict[int, float]]:
+    """Every scalar series of these event files (path, size, modification time): each figure
+    asks for its own tags, and a job's files are read once for all of them (their checksums are
+    verified in Python, a few milliseconds a job), again only once they change."""
     series: dict[str, dict[int, float]] = {}
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
-        for raw in RawEventFileLoader(str(path)).Load():
+    for path, _, _ in files:
+        for raw in RawEventFileLoader(path).Load():
             event = Event.FromString(raw)
             for value in event.summary.value:
-                if wanted(value.tag):
+                if value.WhichOneof("value") == "simple_value":
                     series.setdefault(value.tag, {})[event.step] = value.simple_value
     return series
 
