@@ -44,9 +44,9 @@ from gradexp.tasks import build_task
 
 MODELS = {
     "mlp": ("MLP depth 20 width 256", ["model.depth=20", "model.width=256"]),
-    "resnet": (
-        "ResNet depth 20 channels 16, 16x16 images",
-        ["model=cnn", "task=images", "model.depth=20", "model.residual=true"],
+    "resnet": (  # without its BatchNorm, SGD at lr 0.01 blows this ResNet up at once: no model to time
+        "ResNet depth 20 channels 16 with BatchNorm, 16x16 images",
+        ["model=cnn", "task=images", "model.depth=20", "model.residual=true", "norm=batchnorm"],
     ),
     "transformer": ("Pre-LN Transformer depth 6 d_model 64, 32 tokens", ["model=transformer", "task=tokens"]),
 }
@@ -67,6 +67,7 @@ class Loop:
         self.batches = Batches(task, batch_size, seed=0)
         self.monitor, self.wandb_run = None, None
         self.seconds = self.closing = 0.0  # in the steps, and in close() (summary, figures)
+        self.losses: list[torch.Tensor] = []  # the first and the latest: does the model train?
         if name.startswith("gradexp.watch"):
             options = {"log_every": 1, "diagnostics_every": None, "histograms_every": None, "figures": False}
             self.monitor = gradexp.watch(
@@ -87,6 +88,7 @@ class Loop:
         self.optimizer.zero_grad(set_to_none=True)
         x, y = self.batches.next()
         loss = loss_of(self.model(x), y)
+        self.losses[1:] = [loss.detach()]  # no host sync: read once the steps are timed
         loss.backward()
         if self.monitor is not None:
             self.monitor.step(loss)
@@ -105,7 +107,9 @@ class Loop:
 def plain_loops(model, task, args, folder: Path) -> dict[str, list[tuple[float, float]]]:
     """Per repeat, each variant's (time in its steps over the bare loop's, seconds in close).
     gradexp's variants are alternated with a bare loop, and wandb's with another: wandb writes
-    through a service process of its own, which would take a core from whatever ran beside it."""
+    through a service process of its own, which would take a core from whatever ran beside it.
+    The bare loop's first and last losses are printed: a model that diverged or died would time
+    NaN arithmetic and zero gradients, not training."""
     groups = [[BARE, "gradexp.watch, every layer's norm every step", "gradexp.watch defaults"]]
     if _installed("wandb"):
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -136,6 +140,9 @@ def alternated(names: list[str], model, task, args, folder: Path) -> dict[str, l
             loops[-1].wandb_run.finish()
         for loop in loops:
             ratios[loop.name].append((loop.seconds / loops[0].seconds, loop.closing))
+        if repeat == 0 and names[1].startswith("gradexp"):  # once per model
+            first, last = (float(loss) for loss in loops[0].losses)
+            print(f"  the bare loop's training loss: {first:.3g} at its first step, {last:.3g} at its last")
     return ratios
 
 

@@ -70,13 +70,23 @@ def norms(tensors: Sequence[Tensor], layout: Layout | None = None) -> Tensor:
 
 def checked(plain: Tensor, tensors: Sequence[Tensor]) -> Tensor:
     """CPU norms taken from float32 sums (as `norms` takes them), with those outside the range
-    where such sums are exact measured again, scaled; float32 as they came when none is."""
+    where such sums are exact measured again, scaled; float32 as they came when none is. A
+    tensor whose largest entry is zero, infinite or NaN has that as its norm, with no scaling:
+    a dead layer's gradient is exactly zero at every step, and a dying ReLU network has many."""
     low, high = torch.aminmax(plain)  # one reduction and no mask: the common case is cheap
     if float(low) >= SMALLEST_EXACT and float(high) < float("inf"):  # a NaN fails both
         return plain
     result = plain.double()
-    index = _outside_exact_range(result).nonzero().flatten().tolist()
-    result[index] = _scaled([tensors[i] for i in index])
+    index = [i for i in _outside_exact_range(result).nonzero().flatten().tolist() if tensors[i].numel()]
+    if not index:  # empty tensors, whose plain norm of zero is right
+        return result
+    suspects = [tensors[i] for i in index]
+    largest = torch.stack(torch._foreach_norm(suspects, float("inf"), dtype=_accumulator(suspects))).double()
+    result[index] = largest  # the norm where the largest entry is 0, inf or NaN
+    ordinary = (torch.isfinite(largest) & (largest > 0)).tolist()
+    scaled = [i for i, keep in zip(index, ordinary) if keep]
+    if scaled:
+        result[scaled] = _scaled([tensors[i] for i in scaled])
     return result
 
 

@@ -124,6 +124,25 @@ def test_nan_and_infinite_entries_give_nan_and_infinite_norms_and_zero_gives_zer
         assert math.isnan(nan) and math.isinf(inf) and zero == 0
 
 
+def test_zero_nan_and_infinite_tensors_beside_ones_that_need_scaling_each_get_their_own_norm():
+    """On the CPU the tensors a float32 sum cannot measure are sorted: an exactly-zero, NaN or
+    infinite one takes its largest entry as its norm, a tiny or huge one is measured scaled."""
+    tensors = [
+        torch.zeros(300),
+        torch.full((300,), 1e-25),
+        torch.tensor([1.0, math.inf, 2.0]),
+        torch.tensor([math.nan, math.inf, 1.0]),
+        torch.full((300,), 1e21),
+        torch.tensor([3.0, 4.0]),
+        torch.full((7,), 1e-40),  # subnormal entries
+    ]
+    got = scaled_norms.norms(tensors).tolist()
+    want = [torch.linalg.vector_norm(t.double()).item() for t in tensors]
+    assert got[0] == 0 and got[2] == math.inf and math.isnan(got[3])
+    for g, w in zip(got[1:2] + got[4:], want[1:2] + want[4:]):
+        assert g == pytest.approx(w, rel=1e-6)
+
+
 def huge_gradient_run(tmp_path, *extra):
     """A real run whose recorder is handed gradients set by hand: entries of 1e21 in one layer,
     1e-25 in another (what a plain float32 norm reads as infinite and as zero)."""
