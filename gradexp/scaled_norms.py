@@ -80,13 +80,13 @@ def checked(plain: Tensor, tensors: Sequence[Tensor]) -> Tensor:
     index = [i for i in _outside_exact_range(result).nonzero().flatten().tolist() if tensors[i].numel()]
     if not index:  # empty tensors, whose plain norm of zero is right
         return result
-    suspects = [tensors[i] for i in index]
-    largest = torch.stack(torch._foreach_norm(suspects, float("inf"), dtype=_accumulator(suspects))).double()
-    result[index] = largest  # the norm where the largest entry is 0, inf or NaN
+    largest = _largest([tensors[i] for i in index])
+    result[index] = largest.double()  # the norm where the largest entry is 0, inf or NaN
     ordinary = (torch.isfinite(largest) & (largest > 0)).tolist()
-    scaled = [i for i, keep in zip(index, ordinary) if keep]
+    scaled = [k for k, keep in enumerate(ordinary) if keep]
     if scaled:
-        result[scaled] = _scaled([tensors[i] for i in scaled])
+        chosen = [tensors[index[k]] for k in scaled]
+        result[[index[k] for k in scaled]] = _scaled(chosen, largest[scaled])
     return result
 
 
@@ -119,9 +119,15 @@ def power_of_two_below(largest: Tensor) -> Tensor:
     return torch.where(ordinary, torch.ldexp(torch.ones_like(largest), -exponent), 1.0)
 
 
-def _scaled(tensors: Sequence[Tensor]) -> Tensor:
+def _largest(tensors: Sequence[Tensor]) -> Tensor:
+    """Each tensor's largest absolute entry (none may be empty), in the accumulator's dtype."""
+    return torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=_accumulator(tensors)))
+
+
+def _scaled(tensors: Sequence[Tensor], largest: Tensor | None = None) -> Tensor:
     """Norms of the tensors divided by a power of two near their largest entry, multiplied back
-    (float16 and empty tensors as they are)."""
+    (float16 and empty tensors as they are). `largest`: each tensor's largest absolute entry,
+    where the caller has it already (`checked`)."""
     as_is = [i for i, t in enumerate(tensors) if t.dtype == torch.float16 or t.numel() == 0]
     rest = [i for i in range(len(tensors)) if i not in set(as_is)]
     result: list[Tensor | None] = [None] * len(tensors)
@@ -131,7 +137,7 @@ def _scaled(tensors: Sequence[Tensor]) -> Tensor:
             result[i] = value
     if rest:
         chosen = [tensors[i] for i in rest]
-        largest = torch.stack(torch._foreach_norm(chosen, float("inf"), dtype=_accumulator(chosen)))
+        largest = _largest(chosen) if largest is None else largest[rest]
         scale = power_of_two_below(largest)  # a 0-dim factor below keeps each tensor's dtype
         sums = torch.cat([_float32_sums([t * s]) for t, s in zip(chosen, scale.unbind())]).double()
         for i, value in zip(rest, (sums / scale.double()).unbind()):

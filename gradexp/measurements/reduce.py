@@ -5,7 +5,7 @@ the values are put in place with index tensors made once, on the device."""
 import torch
 from torch import Tensor
 
-from gradexp.scaled_norms import row_norms
+from gradexp.scaled_norms import SMALLEST_EXACT, row_norms
 
 
 class Stacker:
@@ -108,7 +108,7 @@ class Rows:
 
 
 MOST_CANCELLED = 1e-3  # below this share of the mean square, a variance from sums loses digits
-SMALLEST_SQUARES = 1e-30  # below this, float32 squares may have underflowed (scaled_norms.SMALLEST_EXACT)
+SMALLEST_SQUARES = SMALLEST_EXACT**2  # below this, float32 squares may have underflowed
 
 
 def _centred_mean_std(flat: Tensor) -> tuple[Tensor, Tensor]:

@@ -351,7 +351,8 @@ def read_series(run_dir: Path, wanted: Callable[[str], bool]) -> dict[str, dict[
     """tag -> {step: value} for the scalar tags `wanted` accepts, from a run's event files, read
     directly (TensorBoard's EventAccumulator samples long series down). The files are read in the
     order they were written, so where a resumed run logged a step again, its later value wins."""
-    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run_dir.glob(EVENTS_GLOB)))
+    found = [(str(p), p.stat()) for p in sorted(run_dir.glob(EVENTS_GLOB))]
+    files = tuple((path, stat.st_size, stat.st_mtime_ns) for path, stat in found)
     return {tag: points for tag, points in _scalars(files).items() if wanted(tag)}
 
 
