@@ -1,3 +1,3 @@
-from gradexp.cli import entry
+from gradexp.startup import gradexp
 
-entry()
+gradexp()

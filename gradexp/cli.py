@@ -37,6 +37,7 @@ from gradexp.process_exit import run_and_exit
 from gradexp.provenance import COMMAND_ENV, launcher, versions
 from gradexp.run_files import CHECKPOINT, FINISHED, read_overrides, read_summary
 from gradexp.sinks.hparams import columns, write_experiment
+from gradexp.startup import settle_before_training
 from gradexp.sweeps import report
 from gradexp.sweeps.callback import SweepCallback
 from gradexp.sweeps.naming import naming_overrides
@@ -169,6 +170,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
+            settle_before_training()
             summary = train(cfg, run_dir, overrides=overrides)
             if distributed.current().leader:
                 write_experiment(run_dir, [columns(summary)])  # the run's own HParams columns
@@ -189,6 +191,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     try:
         threads = threads_per_job(hydra_cfg)
         figures_now = bool(cfg.sweep.job_figures)  # else gradexp-report <job> draws them
+        settle_before_training()
         summary = train(cfg, run_dir, False, overrides, threads, figures_now)
     except KeyboardInterrupt as stopped:
         if not _launched_apart():
