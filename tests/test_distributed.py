@@ -38,6 +38,7 @@ with gradexp.watch(net, opt, sys.argv[1], log_every=1, diagnostics_every=2, repo
         opt.step()
 print("rank", rank, "recording", monitor.recording, flush=True)
 if distributed:
+    dist.barrier()  # gloo can abort a rank that tears its group down while another still writes
     dist.destroy_process_group()
 """
 
