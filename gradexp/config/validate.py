@@ -3,6 +3,7 @@ combinations. Every failure is a ConfigError naming the key, the value and what 
 code after this point trusts the config."""
 
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -48,6 +49,13 @@ def validate(cfg: DictConfig) -> RunConfig:
     return typed
 
 
+@functools.cache
+def _schema_node(schema: type) -> DictConfig:
+    """A group's schema as an OmegaConf node, made once per process: `OmegaConf.merge` copies
+    its first config and never changes it, and making it was half of validating a job's config."""
+    return OmegaConf.structured(schema)
+
+
 def _typed_group(cfg: DictConfig, group: str):
     node = cfg.get(group) if isinstance(cfg, DictConfig) else None
     if not isinstance(node, DictConfig):
@@ -62,7 +70,7 @@ def _typed_group(cfg: DictConfig, group: str):
         schema = GROUP_SCHEMAS[group]
     _check_nested_mappings(schema, node, group)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        merged = OmegaConf.merge(_schema_node(schema), node)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         path = str(error.full_key or "")
