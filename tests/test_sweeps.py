@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
+from gradexp.sinks.hparams import columns
 from gradexp.sweeps.naming import MAX_NAME, job_dir_name, naming_overrides
 from gradexp.sweeps.objective import objective
 from gradexp.sweeps.parallel import cores, threads_per_job
@@ -80,6 +81,48 @@ def test_sweep_table_lists_every_job_with_its_swept_values_and_metrics(grid):
     # the sigmoid networks' first layers get a smaller share of the gradient than the ReLU ones'
     ratio = {(r["model.depth"], r["activation"]): float(r["grad_ratio_first_last"]) for r in rows}
     assert ratio[("4", "sigmoid")] < ratio[("4", "relu")]
+
+
+def test_a_runs_hparams_columns_are_its_overrides_typed_as_in_its_config():
+    """Each override's value as its config holds it (a number, a group's choice as typed, a list's
+    item), left out where null, and as typed where the config has no such key."""
+    config = {
+        "model": {"name": "mlp", "depth": 4, "residual": True},
+        "activation": {"name": "relu"},
+        "optimizer": {"name": "adam", "betas": [0.8, 0.999]},
+        "trainer": {"clip": {"max_norm": None}, "seed": 3},
+    }
+    overrides = [
+        "model.depth=4",
+        "activation=relu",
+        "optimizer.betas.0=0.8",
+        "trainer.clip.max_norm=null",
+        "+model.residual=true",
+        "trainer.seed=3",
+        "optimizer.betas.5=1",
+        "no.such.key=abc",
+    ]
+    summary = {"overrides": overrides, "config": config, "status": "completed", "verdict": "healthy"}
+    assert columns(summary) == {
+        "model.depth": 4.0,
+        "activation": "relu",
+        "optimizer.betas.0": 0.8,
+        "model.residual": True,
+        "trainer.seed": 3.0,
+        "optimizer.betas.5": "1",
+        "no.such.key": "abc",
+        "status": "completed",
+        "verdict": "healthy",
+    }
+    reference = OmegaConf.create(config)  # what the columns were read with before: the same values
+    for override in overrides:
+        key, _, text = override.partition("=")
+        key = key.lstrip("+~")
+        node = OmegaConf.select(reference, key, default=text)
+        expected = node if isinstance(node, bool | int | float | str) or node is None else text
+        assert columns({**summary, "overrides": [override]}).get(key) == (
+            None if expected is None else expected if isinstance(expected, bool | str) else float(expected)
+        ), override
 
 
 def test_hparams_dashboard_shows_each_run_with_swept_values_and_final_metrics(grid):

@@ -15,7 +15,6 @@ single run gets one in its own directory.
 import math
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
@@ -47,18 +46,32 @@ def columns(summary: dict) -> dict[str, Value]:
     """A run's HParams columns, from its summary: each override it was given (in a sweep, the
     swept values) typed as in its config, then its status and verdict. A null value is left
     out, so that a column keeps one type across runs (`clip.max_norm=null,1.0`)."""
-    overrides = summary.get("overrides") or []
-    config = OmegaConf.create(summary.get("config") or {}) if overrides else None
+    config = summary.get("config") or {}
     values: dict[str, Value] = {}
-    for override in overrides:
+    for override in summary.get("overrides") or []:
         key, _, text = override.partition("=")
         key = key.lstrip("+~")
-        node = OmegaConf.select(config, key, default=text, throw_on_resolution_failure=False)
+        node = _select(config, key, default=text)
         if node is not None:  # a config group's node: its choice, as typed
             values[key] = _value(node if isinstance(node, bool | int | float | str) else text)
     values["status"] = summary["status"]
     values["verdict"] = summary.get("verdict") or "none"
     return values
+
+
+def _select(config: dict, key: str, default: str) -> object:
+    """The value at a dotted key (`trainer.clip.max_norm`, `optimizer.betas.0`) of the summary's
+    resolved config, or `default` where there is none: what `OmegaConf.select` gives, without
+    making the whole config an OmegaConf node for each run (3 ms)."""
+    node: object = config
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return default
+    return node
 
 
 def session_records(values: dict[str, Value], status: str) -> list[Summary]:
