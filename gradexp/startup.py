@@ -1,8 +1,8 @@
 """How a gradexp command starts: its imports kept out of the garbage collector's way.
 
 A command imports torch and Hydra, then TorchDynamo (which every PyTorch optimizer imports at
-its first use) and, to draw, matplotlib: objects by the million (modules, classes, functions)
-that live as long as the process. CPython's cyclic collector walks every object it tracks at
+its first use) and, to draw, matplotlib: objects (modules, classes, functions) that live as
+long as the process, about 330,000 before matplotlib's. CPython's cyclic collector walks every object it tracks at
 each full collection, so each one costs more as the imports grow: a sweep of four small jobs
 did six of them, 0.5 s in all. So the commands import with the collector paused, then freeze
 what they imported (`gc.freeze`, as the `gc` documentation advises for a process's long-lived
