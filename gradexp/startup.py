@@ -2,14 +2,14 @@
 
 A command imports torch and Hydra, then TorchDynamo (which every PyTorch optimizer imports at
 its first use) and, to draw, matplotlib: objects (modules, classes, functions) that live as
-long as the process, about 330,000 before matplotlib's. CPython's cyclic collector walks every object it tracks at
-each full collection, so each one costs more as the imports grow: a sweep of four small jobs
-did six of them, 0.5 s in all. So the commands import with the collector paused, then freeze
-what they imported (`gc.freeze`, as the `gc` documentation advises for a process's long-lived
-state): later collections leave it out. Reference counting still frees a frozen object; only a
-reference cycle frozen before it became garbage stays in memory, so a freeze comes where little
-besides the imports is alive: once they are done, and once more before a process's first run
-trains, after a collection.
+long as the process, about 330,000 before matplotlib's. CPython's cyclic collector walks every
+object it tracks at each full collection, so each one costs more as the imports grow: a sweep
+of four small jobs did six of them, 0.5 s in all. So the commands import with the collector
+paused, then freeze what they imported (`gc.freeze`, as the `gc` documentation advises for a
+process's long-lived state): later collections leave it out. Reference counting still frees a
+frozen object; only a reference cycle frozen before it became garbage stays in memory, so a
+freeze comes where little besides the imports is alive: once they are done, and once more
+before a process's first run trains, after a collection.
 """
 
 import contextlib

@@ -95,6 +95,26 @@ def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
     assert re.search(rf"joblib speed-up per job: +{n}x +\({n} s a job, against {n} s\)", stdout)
 
 
+def test_sweep_inside_benchmark_prints_each_part_of_a_jobs_cost_and_their_sum():
+    stdout = run_benchmark("sweep_inside.py", "--jobs", "4", "--steps", "5", "--repeats", "1")
+    n = r"-?\d+\.\d+"
+    parts = [
+        "the job \\(train\\) beyond its plain loop",
+        "run_job around train \\(Hydra's, the job line\\)",
+        "the job's config",
+        "its share of the sweep's end",
+    ]
+    values = []
+    for part in parts:
+        found = re.search(rf"^  {part}: *({n}) s", stdout, re.M)
+        assert found, (part, stdout)
+        values.append(float(found.group(1)))
+    assert re.search(rf"the table and figures: {n} s for 4 jobs, {n} s for 2\)", stdout), stdout
+    total = float(re.search(rf"^  per job in all: +({n}) s", stdout, re.M).group(1))
+    assert abs(total - sum(values)) < 0.003, stdout  # the sum of the parts as printed
+    assert values[2] > 0  # the config was composed, and timed, for each job
+
+
 def test_overhead_benchmark_in_fp16_prints_a_table_against_a_bare_fp16_loop():
     """With --variants, the bare loop, the defaults and the variants named: the norm row."""
     stdout = run_overhead(
