@@ -4,8 +4,8 @@
 
 sweep_overhead.py finds the per-job cost as a difference between two sweeps' times, which this
 shared machine's noise scatters by about 0.05 s either way. Here one sweep of `--jobs` small MLPs
-(depths 2, 3, ... by seeds 0 and 1, as there) runs in this process with Hydra's basic launcher,
-started as the `gradexp` command starts, and each job is timed in parts:
+(sweep_overhead.py's grid: depths 2, 3, ... by seeds 0 and 1) runs in this process with Hydra's
+basic launcher, started as the `gradexp` command starts, and each job is timed in parts:
 - the job itself (`train`) against its plain loop (overhead.py's bare loop, on the same config),
   run in this process right after it, so that both meet the same machine;
 - around it: the job's config composed, and Hydra's `run_job` around `train` (it saves the job's
@@ -17,7 +17,6 @@ The first job also pays the process's one-time costs (TorchDynamo's import among
 per-job figures are medians over the other jobs.
 """
 
-import argparse
 import contextlib
 import functools
 import io
@@ -35,6 +34,7 @@ with imports_paused():  # as the gradexp command imports
     import hydra._internal.core_plugins.basic_launcher as basic_launcher
     from hydra.core.plugins import Plugins
     from overhead import bare_loop
+    from sweep_overhead import fixed_overrides, grid_arguments, grid_overrides
 
     from gradexp import cli
     from gradexp.config.compose import ComposeOnce
@@ -43,28 +43,13 @@ with imports_paused():  # as the gradexp command imports
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=8, help="the grid's size (even)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = grid_arguments(__doc__.splitlines()[0], "the grid's size (even)")
     jobs: list[dict[str, float]] = []
     _time_the_parts(jobs)
     with tempfile.TemporaryDirectory() as root:
         sweep = Path(root) / "sweep"
-        depths = ",".join(str(2 + i) for i in range(args.jobs // 2))
-        sys.argv = [
-            "gradexp",
-            "-m",
-            f"trainer.steps={args.steps}",
-            f"model.width={args.width}",
-            "task.n_train=2048",
-            "task.n_val=512",
-            f"model.depth={depths}",
-            "trainer.seed=0,1",
-            f"hydra.sweep.dir={sweep}",
-        ]
+        grid = [*fixed_overrides(args.steps, args.width), *grid_overrides(args.jobs)]
+        sys.argv = ["gradexp", "-m", *grid, f"hydra.sweep.dir={sweep}"]
         printed = io.StringIO()  # the sweep's job lines and table, shown only if it fails
         try:
             with contextlib.redirect_stdout(printed):

@@ -33,23 +33,36 @@ from overhead import bare_loop
 from gradexp.config import CONFIG_DIR
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=8, help="the larger grid's size (even)")
+def grid_arguments(description: str, jobs_help: str) -> argparse.Namespace:
+    """The command line of the sweep benchmarks (this one and sweep_inside.py): the grid's size,
+    its jobs' steps and width, and the repeats."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jobs", type=int, default=8, help=jobs_help)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    fixed = [
-        f"trainer.steps={args.steps}",
-        f"model.width={args.width}",
-        "task.n_train=2048",
-        "task.n_val=512",
-    ]
-    sizes = (args.jobs // 2, args.jobs)
+    return parser.parse_args()
 
-    def depths(jobs: int) -> list[str]:
-        return [str(2 + i) for i in range(jobs // 2)]
+
+def fixed_overrides(steps: int, width: int) -> list[str]:
+    """What every job of the benchmarks' grids shares."""
+    return [f"trainer.steps={steps}", f"model.width={width}", "task.n_train=2048", "task.n_val=512"]
+
+
+def depths(jobs: int) -> list[str]:
+    """The depths of a grid of `jobs` jobs: 2, 3, ..., each with seeds 0 and 1."""
+    return [str(2 + i) for i in range(jobs // 2)]
+
+
+def grid_overrides(jobs: int) -> list[str]:
+    """The swept values of a grid of `jobs` jobs, as `gradexp -m` takes them."""
+    return [f"model.depth={','.join(depths(jobs))}", "trainer.seed=0,1"]
+
+
+def main() -> None:
+    args = grid_arguments(__doc__.splitlines()[0], "the larger grid's size (even)")
+    fixed = fixed_overrides(args.steps, args.width)
+    sizes = (args.jobs // 2, args.jobs)
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         configs = {
@@ -69,7 +82,6 @@ def main() -> None:
             bare_loop(cfg)
 
     def sweep(jobs: int, *launcher: str) -> None:
-        grid = [f"model.depth={','.join(depths(jobs))}", "trainer.seed=0,1"]
         with tempfile.TemporaryDirectory() as root:
             command = [
                 sys.executable,
@@ -77,7 +89,7 @@ def main() -> None:
                 "gradexp",
                 "-m",
                 *fixed,
-                *grid,
+                *grid_overrides(jobs),
                 *launcher,
                 f"hydra.sweep.dir={root}/s",
             ]
