@@ -4,13 +4,16 @@ mistake in it is one line."""
 
 import csv
 import json
+import math
 import statistics
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, read_summary, run_cli, run_in_process
+from gradexp.sweeps.figures import flow_panels
+from gradexp.sweeps.table import build
+from tests.conftest import TINY, read_scalars, read_summary, run_cli, run_in_process
 
 SPREAD = ("final_train_loss", "final_val_loss", "final_val_acc", "grad_ratio_first_last")
 
@@ -71,8 +74,28 @@ def test_the_group_table_holds_the_spread_of_each_configuration_over_its_seeds(s
 
 
 def test_the_figures_draw_each_configuration_over_its_seeds(seeded):
-    assert (seeded / "report" / "norm_vs_depth.png").stat().st_size > 0
-    assert (seeded / "report" / "final_loss.png").stat().st_size > 0
+    for figure in ("norm_vs_depth", "final_loss", "gradient_flow"):
+        assert (seeded / "report" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_gradient_flow_is_a_panel_per_configuration_the_mean_of_its_seeds_log_norms(seeded):
+    """Each panel's colour at a layer and step is the mean over the seeds of log10 of the norm
+    each seed logged there (read back from the event files), over the seeds that logged a finite
+    one; the diverged configuration's title says so."""
+    table = build(seeded)
+    learning, exploding = flow_panels(table)
+    assert learning.title == "optimizer.lr=0.05 (mean of 3 seeds)"
+    assert exploding.title.endswith("(mean of 3 seeds; 3 diverged)")
+    jobs = table.groups()[0].jobs
+    logged = [read_scalars(job.path) for job in jobs]
+    layers = sorted(tag.removeprefix("grad_norm/") for tag in logged[0] if tag[10:13].isdigit())
+    assert learning.layers == layers and len(layers) == 4  # TINY: 3 hidden layers and the output
+    assert learning.steps == sorted(logged[0]["grad_norm/001_hidden"])
+    for row, layer in enumerate(layers):
+        for column, step in enumerate(learning.steps):
+            logs = [math.log10(seed[f"grad_norm/{layer}"][step]) for seed in logged]
+            assert learning.grid[row, column] == pytest.approx(statistics.fmean(logs), rel=1e-6)
+    assert not statistics.stdev(logs) == 0  # the seeds differ: a mean, not one seed's copy
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,16 @@ blocks) where the model has them, the share of exactly-zero gradient entries per
 some are (float16's underflow), an RNN's gradient through time, the training loss over steps,
 the final loss as a heatmap over two swept axes, and each job's gradient flow over training, on
 one shared colour scale. A sweep over several seeds draws a line per configuration, the mean over
-its seeds, within a band from their least to their greatest value, and its heatmap cells give
-the mean and standard deviation over the seeds."""
+its seeds, within a band from their least to their greatest value, its heatmap cells give the
+mean and standard deviation over the seeds, and its gradient flow is a panel per configuration,
+the mean over its seeds."""
 
 import functools
 import itertools
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -297,28 +299,77 @@ def _cells(table: Table, metric: str, keys: list[str]) -> dict[tuple, tuple[floa
     return cells
 
 
+@dataclass
+class Flow:
+    """One panel of the sweep's gradient flow: a job's, or over several seeds a configuration's."""
+
+    title: str
+    layers: list[str]
+    steps: list[int]
+    grid: np.ndarray  # log10 of the gradient norm, layers by steps (NaN where there is none)
+
+
+def flow_panels(table: Table) -> list[Flow]:
+    """The gradient flow's panels: one per job, or over several seeds one per configuration,
+    whose colour at each layer and step is the mean of the seeds' log10 norms (a geometric mean,
+    as the line figures draw) over the seeds that recorded a finite norm there. A panel per seed
+    would show the same picture again and again, and a grid of many seeds would run out of
+    panels before it ran out of configurations."""
+    if not table.seeded():
+        flows = [(job, read_norm_history(job.path)) for job in table.jobs[:MAX_PANELS]]
+        return [
+            Flow(status_label(job, table), layers, steps, log10_or_nan(matrix).T)
+            for job, (layers, steps, matrix) in flows
+            if steps
+        ]
+    panels = []
+    for group in group_jobs(table.jobs, table.swept)[:MAX_PANELS]:
+        histories = [read_norm_history(job.path) for job in group.jobs]
+        histories = [h for h in histories if h[1]]
+        if histories:
+            panels.append(_mean_flow(group, histories))
+    return panels
+
+
+def _mean_flow(group: Group, histories: list[tuple[list[str], list[int], list[list[float]]]]) -> Flow:
+    """The seeds' flows on the union of their steps, averaged in log10."""
+    layers = max((h[0] for h in histories), key=len)
+    steps = sorted({step for _, seed_steps, _ in histories for step in seed_steps})
+    column = {step: i for i, step in enumerate(steps)}
+    stacked = np.full((len(histories), len(layers), len(steps)), np.nan)
+    for seed, (seed_layers, seed_steps, matrix) in enumerate(histories):
+        logs = log10_or_nan(matrix).T
+        for row, name in enumerate(seed_layers):
+            stacked[seed, layers.index(name), [column[s] for s in seed_steps]] = logs[row]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point no seed recorded: a gap
+        grid = np.nanmean(stacked, axis=0)
+    statuses = group.statuses()
+    how = ", ".join(f"{n} {s}" for s, n in statuses.items()) if set(statuses) != {"completed"} else ""
+    seeds = f"mean of {len(histories)} seeds" + (f"; {how}" if how else "")
+    return Flow(f"{group.name} ({seeds})", layers, steps, grid)
+
+
 def gradient_flows(table: Table) -> bytes | None:
-    """Each job's gradient flow (layers by steps, log10 norm), on one colour scale so that the
-    panels compare."""
-    flows = [(job, read_norm_history(job.path)) for job in table.jobs[:MAX_PANELS]]
-    flows = [(job, flow) for job, flow in flows if flow[1]]
+    """Each job's (or configuration's) gradient flow (layers by steps, log10 norm), on one colour
+    scale so that the panels compare."""
+    flows = flow_panels(table)
     if not flows:
         return None
-    grids = [log10_or_nan(matrix).T for _, (_, _, matrix) in flows]
-    finite = np.concatenate([g[np.isfinite(g)] for g in grids])
+    finite = np.concatenate([flow.grid[np.isfinite(flow.grid)] for flow in flows])
     # the 1st to 99th percentile: a diverging job's last steps must not wash the others out
     vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     columns = min(len(flows), 4)
     rows = math.ceil(len(flows) / columns)
-    width, height = 3.2 * columns + 1, 2.6 * rows
+    width, height = 3.2 * columns + 1, max(2.6 * rows, 3.2)  # one row: room for the y label
     fig, axes = subplots(rows, columns, figsize=(width, height), squeeze=False)
     # constrained layout would measure every tick label of every panel (see margins): a
     # twentieth of a second a panel, which a large sweep pays per job
-    margins(fig, left=0.7, right=0.3, top=0.35, hspace=0.5, wspace=0.3)
-    for ax, (job, (layers, steps, _)), grid in zip(axes.flat, flows, grids):
-        extent = (steps[0] - 0.5, steps[-1] + 0.5, 0.5, len(layers) + 0.5)
+    margins(fig, left=0.7, right=0.3, top=0.35 + 0.2 * _capped(table), hspace=0.5, wspace=0.3)
+    for ax, flow in zip(axes.flat, flows):
+        extent = (flow.steps[0] - 0.5, flow.steps[-1] + 0.5, 0.5, len(flow.layers) + 0.5)
         image = ax.imshow(
-            grid,
+            flow.grid,
             aspect="auto",
             origin="lower",
             cmap="viridis",
@@ -327,15 +378,28 @@ def gradient_flows(table: Table) -> bytes | None:
             extent=extent,
             interpolation="nearest",
         )
-        ax.set_title(status_label(job, table), fontsize=7)
+        # y=1.0: where matplotlib would place it, without its search for tick labels in the way
+        ax.set_title(flow.title, fontsize=7, y=1.0)
         ax.tick_params(labelsize=6)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(flows) :]:
         ax.set_axis_off()
     fig.supxlabel("step")
     fig.supylabel("layer (input at the bottom)")
+    if _capped(table):
+        kind = "configurations" if table.seeded() else "jobs"
+        fig.suptitle(f"the first {MAX_PANELS} {kind} of {_panel_count(table)}", fontsize=8)
     fig.colorbar(image, ax=axes, label="log10 ||dL/dW||")
     return to_png(fig)
+
+
+def _panel_count(table: Table) -> int:
+    """The panels the flow would have without the cap: jobs, or configurations over seeds."""
+    return len(group_jobs(table.jobs, table.swept)) if table.seeded() else len(table.jobs)
+
+
+def _capped(table: Table) -> bool:
+    return _panel_count(table) > MAX_PANELS
 
 
 def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[float]]]:
