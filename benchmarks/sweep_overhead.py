@@ -1,16 +1,20 @@
 """What does a sweep cost beyond its training, and what does joblib buy on this machine?
 
-    python benchmarks/sweep_overhead.py [--jobs 8] [--steps 300] [--width 64] [--repeats 3]
+    python benchmarks/sweep_overhead.py [--jobs 8] [--small 4] [--steps 300] [--width 64] [--repeats 3]
 
 Trains the same small MLPs (depths 2, 3, ... by seeds 0 and 1) three ways, alternately,
-`--repeats` times, each for a grid of `--jobs` and one of half as many:
+`--repeats` times, each for a grid of `--jobs` and a smaller one of `--small` (half as many
+unless given):
 - by hand in a plain loop in this process (overhead.py's bare loop: no recording, no Hydra, no
   process start; warmed up first, so it pays no import either);
 - `gradexp -m ...` with Hydra's basic launcher (one process, jobs one after another);
 - `gradexp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 ...` (two worker processes).
 The two grid sizes separate what a sweep pays once (the process start and imports, checking the
 command line, the sweep table and its figures) from what it pays per job (Hydra composing the
-job, the run's set-up, recording, evaluation and files). Part of the once-cost is any PyTorch
+job, the run's set-up, recording, evaluation and files). A whole sweep's time scatters by
+0.3 to 0.5 s from run to run on a shared machine, and the per-job figure divides that by the
+difference of the two sizes: 4 jobs (the default) cannot resolve 0.05 s a job, 24 jobs
+(`--jobs 32 --small 8`) can. Part of the once-cost is any PyTorch
 script's own start and end (Python, `import torch`, the first optimizer, which imports
 TorchDynamo, and the interpreter's teardown, which gradexp's commands skip: process_exit.py):
 it is timed apart, in a fresh process, and printed beside it.
@@ -33,11 +37,14 @@ from overhead import bare_loop
 from gradexp.config import CONFIG_DIR
 
 
-def grid_arguments(description: str, jobs_help: str) -> argparse.Namespace:
-    """The command line of the sweep benchmarks (this one and sweep_inside.py): the grid's size,
-    its jobs' steps and width, and the repeats."""
+def grid_arguments(description: str, jobs_help: str, two_grids: bool = False) -> argparse.Namespace:
+    """The command line of the sweep benchmarks (this one and sweep_inside.py): the grid's size
+    (and with `two_grids`, the smaller grid's: `--small`, half of `--jobs` unless given), its
+    jobs' steps and width, and the repeats."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--jobs", type=int, default=8, help=jobs_help)
+    if two_grids:
+        parser.add_argument("--small", type=int, help="the smaller grid's size (default: half of --jobs)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -60,9 +67,9 @@ def grid_overrides(jobs: int) -> list[str]:
 
 
 def main() -> None:
-    args = grid_arguments(__doc__.splitlines()[0], "the larger grid's size (even)")
+    args = grid_arguments(__doc__.splitlines()[0], "the larger grid's size (even)", two_grids=True)
     fixed = fixed_overrides(args.steps, args.width)
-    sizes = (args.jobs // 2, args.jobs)
+    sizes = (args.small or args.jobs // 2, args.jobs)
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         configs = {
