@@ -5,8 +5,9 @@
 Trains the same small MLPs (depths 2, 3, ... by seeds 0 and 1) three ways, alternately,
 `--repeats` times, each for a grid of `--jobs` and a smaller one of `--small` (half as many
 unless given):
-- by hand in a plain loop in this process (overhead.py's bare loop: no recording, no Hydra, no
-  process start; warmed up first, so it pays no import either);
+- by hand in a plain loop (overhead.py's bare loop: no recording, no Hydra), in a fresh process
+  as each sweep runs in one, timed inside it after a warm-up, so it pays no process start and no
+  import;
 - `gradexp -m ...` with Hydra's basic launcher (one process, jobs one after another);
 - `gradexp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 ...` (two worker processes).
 The two grid sizes separate what a sweep pays once (the process start and imports, checking the
@@ -45,6 +46,7 @@ def grid_arguments(description: str, jobs_help: str, two_grids: bool = False) ->
     parser.add_argument("--jobs", type=int, default=8, help=jobs_help)
     if two_grids:
         parser.add_argument("--small", type=int, help="the smaller grid's size (default: half of --jobs)")
+        parser.add_argument("--plain-of", type=int, help=argparse.SUPPRESS)  # a grid's plain loop, alone
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -66,27 +68,39 @@ def grid_overrides(jobs: int) -> list[str]:
     return [f"model.depth={','.join(depths(jobs))}", "trainer.seed=0,1"]
 
 
+def time_plain_loop(jobs: int, fixed: list[str]) -> float:
+    """The plain loop over a grid's models, timed after a warm-up (the imports, and TorchDynamo's,
+    which the first optimizer pulls in): what `--plain-of` prints, in a fresh process."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        configs = [
+            compose(
+                "config", overrides=[*fixed, f"model.depth={d}", f"trainer.seed={s}", "trainer.device=cpu"]
+            )
+            for d in depths(jobs)
+            for s in (0, 1)
+        ]
+    bare_loop(configs[0])
+    start = time.perf_counter()
+    for cfg in configs:
+        bare_loop(cfg)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     args = grid_arguments(__doc__.splitlines()[0], "the larger grid's size (even)", two_grids=True)
     fixed = fixed_overrides(args.steps, args.width)
     sizes = (args.small or args.jobs // 2, args.jobs)
+    if args.plain_of:
+        print(f"{time_plain_loop(args.plain_of, fixed):.4f}")
+        return
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        configs = {
-            jobs: [
-                compose(
-                    "config",
-                    overrides=[*fixed, f"model.depth={d}", f"trainer.seed={s}", "trainer.device=cpu"],
-                )
-                for d in depths(jobs)
-                for s in (0, 1)
-            ]
-            for jobs in sizes
-        }
-
-    def plain(jobs: int) -> None:
-        for cfg in configs[jobs]:
-            bare_loop(cfg)
+    def plain(jobs: int) -> float:
+        """In a fresh process, as each sweep runs in one, timed inside it without its start.
+        Alternated with fresh ones, the same 16 models ran 1.2 to 1.8 s slower in this
+        long-lived process in three of four pairs (and 1.1 s faster in the fourth)."""
+        size = ["--plain-of", str(jobs), "--steps", str(args.steps), "--width", str(args.width)]
+        child = subprocess.run([sys.executable, __file__, *size], check=True, capture_output=True, text=True)
+        return float(child.stdout.split()[-1])
 
     def sweep(jobs: int, *launcher: str) -> None:
         with tempfile.TemporaryDirectory() as root:
@@ -117,14 +131,13 @@ def main() -> None:
         f"gradexp -m, {large} jobs, joblib n_jobs=2": lambda: sweep(large, *joblib),
         "a PyTorch script's start (python -c ...)": pytorch_start,
     }
-    plain(small)  # warm-up: the imports and TorchDynamo's, which the first optimizer pulls in
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(args.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
             start = time.perf_counter()
-            variants[name]()
-            times[name].append(time.perf_counter() - start)
+            timed_inside = variants[name]()  # the plain loop's own time, without its process's start
+            times[name].append(timed_inside if timed_inside is not None else time.perf_counter() - start)
 
     plain_small, plain_large, sweep_small, sweep_large, joblib_small, joblib_large, script_start = (
         statistics.median(times[n]) for n in names
