@@ -323,7 +323,7 @@ def flow_panels(table: Table) -> list[Flow]:
             if steps
         ]
     panels = []
-    for group in group_jobs(table.jobs, table.swept)[:MAX_PANELS]:
+    for group in table.groups()[:MAX_PANELS]:
         histories = [read_norm_history(job.path) for job in group.jobs]
         histories = [h for h in histories if h[1]]
         if histories:
@@ -356,6 +356,7 @@ def gradient_flows(table: Table) -> bytes | None:
     flows = flow_panels(table)
     if not flows:
         return None
+    wanted = _panel_count(table)  # beyond MAX_PANELS, the figure says which it drew
     finite = np.concatenate([flow.grid[np.isfinite(flow.grid)] for flow in flows])
     # the 1st to 99th percentile: a diverging job's last steps must not wash the others out
     vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
@@ -365,7 +366,7 @@ def gradient_flows(table: Table) -> bytes | None:
     fig, axes = subplots(rows, columns, figsize=(width, height), squeeze=False)
     # constrained layout would measure every tick label of every panel (see margins): a
     # twentieth of a second a panel, which a large sweep pays per job
-    margins(fig, left=0.7, right=0.3, top=0.35 + 0.2 * _capped(table), hspace=0.5, wspace=0.3)
+    margins(fig, left=0.7, right=0.3, top=0.35 + 0.2 * (wanted > MAX_PANELS), hspace=0.5, wspace=0.3)
     for ax, flow in zip(axes.flat, flows):
         extent = (flow.steps[0] - 0.5, flow.steps[-1] + 0.5, 0.5, len(flow.layers) + 0.5)
         image = ax.imshow(
@@ -386,20 +387,16 @@ def gradient_flows(table: Table) -> bytes | None:
         ax.set_axis_off()
     fig.supxlabel("step")
     fig.supylabel("layer (input at the bottom)")
-    if _capped(table):
+    if wanted > MAX_PANELS:
         kind = "configurations" if table.seeded() else "jobs"
-        fig.suptitle(f"the first {MAX_PANELS} {kind} of {_panel_count(table)}", fontsize=8)
+        fig.suptitle(f"the first {MAX_PANELS} {kind} of {wanted}", fontsize=8)
     fig.colorbar(image, ax=axes, label="log10 ||dL/dW||")
     return to_png(fig)
 
 
 def _panel_count(table: Table) -> int:
     """The panels the flow would have without the cap: jobs, or configurations over seeds."""
-    return len(group_jobs(table.jobs, table.swept)) if table.seeded() else len(table.jobs)
-
-
-def _capped(table: Table) -> bool:
-    return _panel_count(table) > MAX_PANELS
+    return len(table.groups()) if table.seeded() else len(table.jobs)
 
 
 def read_norm_history(run_dir: Path) -> tuple[list[str], list[int], list[list[float]]]:
