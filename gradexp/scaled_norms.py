@@ -189,6 +189,18 @@ def sum_of_squares(tensor: Tensor) -> Tensor:
     return _squares(flat.split(CHUNK)).double().sum().float()
 
 
+def norm_now(tensor: Tensor) -> Tensor:
+    """One tensor's norm as a 0-dim tensor, right as `norms` is, for a hook that reduces a
+    tensor where it is produced instead of keeping it. On the CPU a float32 tensor takes one
+    sum of squares while it is in cache, and reading the result to check its range costs no
+    wait; elsewhere, and outside that range, `norms` takes it (scaled; float64)."""
+    if tensor.device.type == "cpu" and tensor.dtype == torch.float32:
+        plain = sum_of_squares(tensor).sqrt()
+        if SMALLEST_EXACT <= float(plain) < float("inf"):  # a NaN fails
+            return plain
+    return norms([tensor])[0]
+
+
 def _squares(tensors: Sequence[Tensor]) -> Tensor:
     """Each float32 CPU tensor's sum of squares, as a BLAS dot product of the tensor with itself.
     In a training step they cost half of what `_foreach_norm` costs there (measured each in

@@ -1,7 +1,9 @@
 """The diagnostics, through the real engine: they must show the textbook phenomena, agree with
 the theory where it applies, match quantities derived by hand, and never change training."""
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -404,6 +406,30 @@ def test_backpropagated_signal_is_the_norm_of_the_gradient_at_each_linear_output
     grads = torch.autograd.grad(zs[-1].square().mean(), zs)
     for name, grad in zip([*names, "004_output"], grads):
         assert measured[f"grad_signal/{name}"] == pytest.approx(grad.norm().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["none", "layernorm"])
+def test_the_hooks_keep_no_gradient_once_the_backward_pass_is_over(norm):
+    """Each dL/dy is reduced to its norm in its hook and then freed as autograd frees it: kept to
+    the end of the backward pass, every layer's would add to the step's peak memory. Hooked at
+    the activations' inputs (no norm) and at the linear maps' outputs (a LayerNorm between)."""
+    seen = []
+
+    class Watched(Capture):
+        def _layer_grad(self, i, grad):
+            seen.append(weakref.ref(grad))
+            super()._layer_grad(i, grad)
+
+    config = validate(make_config(*PROBE, "model.depth=3", f"norm={norm}"))
+    model = build_model(config, build_task(config.task, 0))
+    x = torch.randn(128, model.hidden[0].linear.in_features)
+    network = discover(model, x[:2])
+    capture = Watched(network, {"layers", "activations"})
+    with capture.hooks():
+        model(x).square().mean().backward()
+    gc.collect()
+    assert len(seen) == len(network.layers) and all(grad() is None for grad in seen)
+    assert all(n.dim() == 0 for norms in capture.layer_grad_norms for n in norms)
 
 
 def test_the_verdict_says_when_it_was_measured_and_what_it_became(tmp_path):

@@ -43,6 +43,30 @@ def test_norms_of_finite_entries_are_finite_and_right_to_float32_precision(scale
         torch.testing.assert_close(measured, float64_norms(list(rows)), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("scale", SCALES)
+def test_a_hooks_norm_of_one_tensor_is_as_right_as_the_batched_norms(scale):
+    """A diagnostic hook reduces each gradient to its norm where it is produced (norm_now), one
+    tensor at a time: as right as `norms` over the whole float32 range, past CHUNK entries, and in
+    half precision."""
+    generator = torch.Generator().manual_seed(1)
+    tensors = [*tensors_at(scale), torch.randn(70_000, generator=generator) * scale]
+    tensors.append(tensors[1].bfloat16())
+    for t in tensors:
+        got = scaled_norms.norm_now(t)
+        assert got.dim() == 0
+        torch.testing.assert_close(got.double(), t.double().norm(), rtol=1e-5, atol=0)
+    nan, inf, zero, empty = (
+        scaled_norms.norm_now(t)
+        for t in (
+            torch.tensor([1.0, math.nan]),
+            torch.tensor([-math.inf, 1e30]),
+            torch.zeros(5),
+            torch.zeros(0),
+        )
+    )
+    assert math.isnan(nan) and math.isinf(inf) and zero == 0 and empty == 0
+
+
 def test_norms_of_millions_of_entries_are_right_to_float32_precision():
     """The CPU sums float32 squares in a few long lanes: over 16M entries, 9e-6 off for a dot
     product and 6e-4 for a norm, unless summed in pieces."""

@@ -3,12 +3,18 @@ Cockpit calls extensions) and only for that step's first forward and backward pa
 first gradient reaches a hook, later forward passes (micro-batches) are not watched, nor are
 passes without gradients (a loop's evaluation while the hooks are open).
 
-- layers: the gradient at each layer's output y, dL/dy (every output a layer's modules gave:
-  a module called twice, or a weight two modules share, has several);
+- layers: the norm of the gradient at each layer's output y, ||dL/dy|| (one per output a
+  layer's modules gave: a module called twice, or a weight two modules share, has several);
 - activations: each activation site's input and output;
-- blocks: each block's output (the residual stream at its boundary) and the gradient there.
+- blocks: each block's output (the residual stream at its boundary) and the norm of the
+  gradient there.
 
-The hooks only keep references; the measurements compute in a few batched operations.
+The forward hooks keep references, and the measurements compute on them in a few batched
+operations. A gradient is reduced to its norm in its hook, where it is produced (and in cache):
+kept to the end of the backward pass, every layer's dL/dy would add to the step's peak memory,
+and on the CPU glibc would hand that memory back to the system after the step and fault it in
+again at the next diagnostic step (on overhead.py's residual tower, about 800 page faults and
+a third of a millisecond a step, more than the norms cost).
 """
 
 from collections.abc import Iterator
@@ -19,16 +25,17 @@ import torch
 from torch import Tensor, nn
 
 from gradexp.network import Network
+from gradexp.scaled_norms import norm_now
 
 
 class Capture:
     def __init__(self, network: Network, needs: set[str]):
         self.network, self.needs = network, needs
-        self.layer_grads: list[list[Tensor]] = []  # per layer, every dL/dy
+        self.layer_grad_norms: list[list[Tensor]] = []  # per layer, every ||dL/dy|| (0-dim)
         self.act_inputs: list[Tensor | None] = []  # per activation site
         self.act_outputs: list[Tensor | None] = []
         self.block_outputs: list[Tensor | None] = []
-        self.block_grads: list[Tensor | None] = []
+        self.block_grad_norms: list[Tensor | None] = []
         self._site_of = {(id(s.module), s.call): i for i, s in enumerate(network.activations)}
         self._layer_read_by = _layers_read_by_sites(network) if "activations" in needs else {}
         self._calls: dict[int, int] = {}  # activation module -> its calls so far in this pass
@@ -66,9 +73,9 @@ class Capture:
     def clear(self) -> None:
         """Drop the references the last diagnostic step's hooks kept."""
         n = self.network
-        self.layer_grads = [[] for _ in n.layers]
+        self.layer_grad_norms = [[] for _ in n.layers]
         self.act_inputs, self.act_outputs = [None] * len(n.activations), [None] * len(n.activations)
-        self.block_outputs, self.block_grads = [None] * len(n.blocks), [None] * len(n.blocks)
+        self.block_outputs, self.block_grad_norms = [None] * len(n.blocks), [None] * len(n.blocks)
         self._copies = {}
 
     def _watching(self) -> bool:
@@ -76,11 +83,11 @@ class Capture:
 
     def _layer_grad(self, i: int, grad: Tensor) -> None:
         self._sealed = True
-        self.layer_grads[i].append(grad)
+        self.layer_grad_norms[i].append(norm_now(grad))
 
     def _block_grad(self, i: int, grad: Tensor) -> None:
         self._sealed = True
-        self.block_grads[i] = grad
+        self.block_grad_norms[i] = norm_now(grad)
 
     def _on_layer(self, i: int, module: nn.Module, inputs, y) -> None:
         if isinstance(y, Tensor) and y.requires_grad and self._watching():

@@ -10,7 +10,6 @@ of that micro-batch's mean loss."""
 
 import torch
 
-from gradexp import scaled_norms
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
 
 
@@ -42,11 +41,11 @@ class GradSignal(Measurement):
         self._owners = None
 
     def measure(self, capture, batch, loss_fn) -> Output:
-        grads = [capture.layer_grads[i] for i in self.index]
+        grads = [capture.layer_grad_norms[i] for i in self.index]
         flat = [g for gs in grads for g in gs]
         if not flat:
             return Output()
-        norms = scaled_norms.norms(flat).double()
+        norms = torch.stack(flat).double()
         counts = tuple(len(gs) for gs in grads)
         if any(count != 1 for count in counts):  # several outputs, or none: a norm over all of them
             owners, missing = self._layout(counts, norms.device)

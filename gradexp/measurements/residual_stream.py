@@ -6,7 +6,6 @@ last blocks is what makes Post-LN Transformers need warmup)."""
 
 import torch
 
-from gradexp import scaled_norms
 from gradexp.measurements.base import Context, Measurement, Output, Signal, measurement
 from gradexp.measurements.reduce import Indices, Rows, Stacker, groups, scatter
 
@@ -31,7 +30,7 @@ class ResidualStream(Measurement):
         self._stacker, self._indices = Stacker(), Indices()
 
     def measure(self, capture, batch, loss_fn) -> Output:
-        outputs, grads = capture.block_outputs, capture.block_grads
+        outputs, grads = capture.block_outputs, capture.block_grad_norms
         like = next((t for t in outputs if t is not None), None)
         if like is None:
             return Output()
@@ -43,7 +42,7 @@ class ResidualStream(Measurement):
         present = [i for i, g in enumerate(grads) if g is not None]
         norms = []
         if present:
-            values = scaled_norms.norms([grads[i] for i in present]) * self.context.grad_scale
+            values = torch.stack([grads[i] for i in present]).double() * self.context.grad_scale
             norms.append((present, values))
         values = [scatter(n, like, stds, self._indices), scatter(n, like, norms, self._indices)]
         return Output(scalars=[(self.tags, torch.cat(values))])
