@@ -432,6 +432,25 @@ def test_the_hooks_keep_no_gradient_once_the_backward_pass_is_over(norm):
     assert all(n.dim() == 0 for norms in capture.layer_grad_norms for n in norms)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_an_activations_input_is_kept_only_where_a_measurement_reads_it(activation):
+    """A ReLU's dead units are read off its output, so its input (which the bare step frees in
+    the forward pass) is not kept; a tanh's saturation is read off its input, which is."""
+    config = validate(make_config(*PROBE, "model.depth=3", f"activation={activation}"))
+    model = build_model(config, build_task(config.task, 0))
+    x = torch.randn(128, model.hidden[0].linear.in_features)
+    network = discover(model, x[:2])
+    stats = ActivationStats(Context(network, DiagnosticsConfig()))
+    capture = Capture(network, {"activations"}, stats.inputs_read())
+    with capture.hooks():
+        model(x).sum().backward()
+    assert all(t is not None for t in capture.act_outputs) and len(capture.act_outputs) == 3
+    assert [t is not None for t in capture.act_inputs] == [activation == "tanh"] * 3
+    (tags, values), *_ = stats.measure(capture, None, None).scalars
+    units = "saturation" if activation == "tanh" else "dead"
+    assert sum(tag.startswith(units) for tag in tags) == 3 and torch.isfinite(values).all()
+
+
 def test_the_verdict_says_when_it_was_measured_and_what_it_became(tmp_path):
     """The 2-layer job of vanishing_sigmoid: at initialization its squared signal shrinks more
     than 100x across the network (vanishing), yet it learns (97% accuracy), and by its last
@@ -450,7 +469,7 @@ def measure_signals(model, x, loss) -> dict[str, float]:
     network = discover(model, x[:2])
     context = Context(network, DiagnosticsConfig())
     measurements = [GradSignal(context), ActivationStats(context)]
-    capture = Capture(network, {"layers", "activations"})
+    capture = Capture(network, {"layers", "activations"}, measurements[1].inputs_read())
     with capture.hooks():
         loss(model(x)).backward()
     measured = {}

@@ -44,7 +44,8 @@ class Diagnostics:
                 self.measurements.append(kind(context))
             else:
                 self.not_applicable[kind.__name__] = reason
-        self.capture = Capture(network, {need for m in self.measurements for need in m.needs})
+        needs = {need for m in self.measurements for need in m.needs}
+        self.capture = Capture(network, needs, set().union(*(m.inputs_read() for m in self.measurements)))
         recorder.gradient_prefixes |= {s.prefix for s in self.signals() if s.of_gradient}
         self.weights = [layer.weight for layer in network.layers]
         self.names = network.layer_names

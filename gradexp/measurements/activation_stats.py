@@ -71,6 +71,11 @@ class ActivationStats(Measurement):
         self._regions: dict[str, tuple[tuple[float, float], ...]] = {}
         self._stacker, self._indices = Stacker(), Indices()
 
+    def inputs_read(self) -> set[int]:
+        """Saturation is read off the inputs, and so are dead units where the output cannot tell
+        (a learned slope); a ReLU's dead units and every site's mean and std, off its output."""
+        return {i for sites in self.unit_sites.values() for i in sites if not self._dead_from_outputs[i][0]}
+
     def _saturated_where(self, module: nn.Module) -> tuple[tuple[float, float], ...]:
         """The inputs where phi' < saturation_fraction * max phi', once per kind of module (phi'
         taken by autograd on an out-of-place copy: an in-place activation would break it)."""

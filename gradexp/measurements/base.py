@@ -69,6 +69,11 @@ class Measurement:
         """Before the optimizer's update, from the step's hooks and batch."""
         return Output()
 
+    def inputs_read(self) -> set[int]:
+        """The activation sites whose inputs `measure` reads from the Capture (it keeps no other:
+        an input kept past its forward pass adds to the step's peak memory)."""
+        return set()
+
     def after_update(self) -> Output | None:
         """After the update (what the update did); None when there is nothing to add."""
         return None

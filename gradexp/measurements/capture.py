@@ -5,19 +5,21 @@ passes without gradients (a loop's evaluation while the hooks are open).
 
 - layers: the norm of the gradient at each layer's output y, ||dL/dy|| (one per output a
   layer's modules gave: a module called twice, or a weight two modules share, has several);
-- activations: each activation site's input and output;
+- activations: each activation site's output, and its input where a measurement reads it
+  (a saturating unit's, say; a ReLU's dead units are read off its output);
 - blocks: each block's output (the residual stream at its boundary) and the norm of the
   gradient there.
 
 The forward hooks keep references, and the measurements compute on them in a few batched
-operations. A gradient is reduced to its norm in its hook, where it is produced (and in cache):
-kept to the end of the backward pass, every layer's dL/dy would add to the step's peak memory,
-and on the CPU glibc would hand that memory back to the system after the step and fault it in
-again at the next diagnostic step (on overhead.py's residual tower, about 800 page faults and
-a third of a millisecond a step, more than the norms cost).
+operations; a tensor no measurement reads is not kept. A gradient is reduced to its norm in its
+hook, where it is produced (and in cache). Either kept to the end of the step would add to its
+peak memory: every layer's dL/dy, every ReLU's input (which the bare step frees in the forward
+pass). On the CPU glibc would then hand that memory back to the system after the step and fault
+it in again at the next diagnostic step (on overhead.py's residual tower, about 800 page faults
+and a third of a millisecond a step, more than the norms cost).
 """
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -29,10 +31,11 @@ from gradexp.scaled_norms import norm_now
 
 
 class Capture:
-    def __init__(self, network: Network, needs: set[str]):
-        self.network, self.needs = network, needs
+    def __init__(self, network: Network, needs: set[str], inputs_read: Collection[int] = ()):
+        """`inputs_read`: the activation sites whose inputs a measurement reads."""
+        self.network, self.needs, self._inputs_read = network, needs, frozenset(inputs_read)
         self.layer_grad_norms: list[list[Tensor]] = []  # per layer, every ||dL/dy|| (0-dim)
-        self.act_inputs: list[Tensor | None] = []  # per activation site
+        self.act_inputs: list[Tensor | None] = []  # per activation site (those in inputs_read)
         self.act_outputs: list[Tensor | None] = []
         self.block_outputs: list[Tensor | None] = []
         self.block_grad_norms: list[Tensor | None] = []
@@ -57,8 +60,10 @@ class Capture:
                 for module in layer.modules:
                     handles.append(module.register_forward_hook(partial(self._on_layer, i)))
         if "activations" in self.needs:
+            copied = {id(s.module) for i, s in enumerate(n.activations) if i in self._inputs_read}
             for module in {id(s.module): s.module for s in n.activations}.values():
-                if getattr(module, "inplace", False):  # its input is overwritten: keep a copy first
+                if getattr(module, "inplace", False) and id(module) in copied:
+                    # its input is overwritten: keep a copy first
                     handles.append(module.register_forward_pre_hook(self._before_in_place))
                 handles.append(module.register_forward_hook(self._on_activation))
         if "blocks" in self.needs:
@@ -107,9 +112,10 @@ class Capture:
             layer = self._layer_read_by.get(site)
             if layer is not None and "layers" in self.needs and inputs[0].requires_grad:
                 inputs[0].register_hook(partial(self._layer_grad, layer))
-            given = self._copies.pop(id(module), None)
-            in_place = given is not None  # its output, too, is a tensor later code may overwrite
-            self.act_inputs[site] = given if in_place else inputs[0].detach()
+            given = self._copies.pop(id(module), None)  # its input, copied before it ran in place
+            in_place = getattr(module, "inplace", False)  # its output, too, later code may overwrite
+            if site in self._inputs_read:
+                self.act_inputs[site] = given if in_place else inputs[0].detach()
             self.act_outputs[site] = output.detach().clone() if in_place else output.detach()
 
     def _on_block(self, i: int, module: nn.Module, inputs, output) -> None:
