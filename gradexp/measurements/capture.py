@@ -14,9 +14,11 @@ The forward hooks keep references, and the measurements compute on them in a few
 operations; a tensor no measurement reads is not kept. A gradient is reduced to its norm in its
 hook, where it is produced (and in cache). Either kept to the end of the step would add to its
 peak memory: every layer's dL/dy, every ReLU's input (which the bare step frees in the forward
-pass). On the CPU glibc would then hand that memory back to the system after the step and fault
-it in again at the next diagnostic step (on overhead.py's residual tower, about 800 page faults
-and a third of a millisecond a step, more than the norms cost).
+pass). On the CPU, glibc would then hand that memory back to the system after the step and
+fault it in again at the next one. When both were kept, overhead.py's residual tower took about
+800 page faults a step and a third of a millisecond (about what its norms in the hooks cost
+now); its ResNet took 7600 faults, and a diagnostic step's extra time went from 19.5 ms to 8 to
+10 ms of a 38 ms step once neither was.
 """
 
 from collections.abc import Collection, Iterator
