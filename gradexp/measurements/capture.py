@@ -43,6 +43,10 @@ class Capture:
         self.block_grad_norms: list[Tensor | None] = []
         self._site_of = {(id(s.module), s.call): i for i, s in enumerate(network.activations)}
         self._layer_read_by = _layers_read_by_sites(network) if "activations" in needs else {}
+        # activation modules with a site whose input is read: in place, it is copied before it runs
+        self._modules_read = {
+            id(s.module) for i, s in enumerate(network.activations) if i in self._inputs_read
+        }
         self._calls: dict[int, int] = {}  # activation module -> its calls so far in this pass
         self._copies: dict[int, Tensor] = {}  # an in-place activation's input, before it runs
         self._sealed = False
@@ -62,10 +66,8 @@ class Capture:
                 for module in layer.modules:
                     handles.append(module.register_forward_hook(partial(self._on_layer, i)))
         if "activations" in self.needs:
-            copied = {id(s.module) for i, s in enumerate(n.activations) if i in self._inputs_read}
             for module in {id(s.module): s.module for s in n.activations}.values():
-                if getattr(module, "inplace", False) and id(module) in copied:
-                    # its input is overwritten: keep a copy first
+                if getattr(module, "inplace", False) and id(module) in self._modules_read:
                     handles.append(module.register_forward_pre_hook(self._before_in_place))
                 handles.append(module.register_forward_hook(self._on_activation))
         if "blocks" in self.needs:
