@@ -15,10 +15,12 @@ a table per precision.
 
 Prints, per variant, the median time, the median of its per-repeat ratios to the bare loop, the
 ratio of its fastest run to the bare loop's fastest, and its per-step ratio: its recorded steps
-alternated one by one with bare steps on the same model. On a shared machine whose speed drifts
-by 10 to 20% over seconds, the per-step ratio is the figure that repeats from run to run; the
-fixed cost of a run (set-up, summary, final evaluation, figures) is measured apart, on one-step
-runs, and the two together give what the whole run should cost.
+alternated with bare steps on the same model, two after each, the first of which pays what the
+recorded step left to the next (the difference between the two is charged to the recording).
+On a shared machine whose speed drifts by 10 to 20% over seconds, the per-step ratio is the
+figure that repeats from run to run; the fixed cost of a run (set-up, summary, final
+evaluation, figures) is measured apart, on one-step runs, and the two together give what the
+whole run should cost.
 
 The flushes (measurements copied to the host and written to TensorBoard, about once a second)
 are timed apart: a flush lands on a different step in each pass, so a per-step minimum over the
@@ -74,6 +76,12 @@ VARIANTS = {  # each variant's overrides on top of the model's
     ],
     "gradexp, diagnostics=full (histograms every step too)": ["trainer.log_every=1", "diagnostics=full"],
 }
+SHORT = dict(  # each variant's name in the line of what it left to the next step
+    zip(
+        VARIANTS,
+        ["bare", "defaults", "defaults without figures", "every layer", "every signal", "every histogram"],
+    )
+)
 
 
 def bare_loop(cfg) -> None:
@@ -177,21 +185,27 @@ class FlushTimer:
 class PerStep:
     """A variant's per-step figure and the flushes it includes."""
 
-    ratio: float  # recorded steps with their flushes over bare steps
+    ratio: float  # recorded steps with their flushes, and what they left to the next, over bare steps
     flushes: int  # the median pass's flushes
     flush_seconds: float  # their mean cost
+    left_behind: float  # what the recorded steps left to the steps after them, as a share of a bare step
 
 
 def step_ratio(cfg, passes: int) -> PerStep:
-    """Recorded steps over bare steps, alternated one by one on the same model in one process,
-    so that the machine's drift over seconds hits both alike: the per-step cost of recording,
-    flushes included, without the run's fixed costs. Steps 0 to steps - 1 are recorded, so
-    every interval comes round as often as in a real run; each step's time is the least over
-    `passes` passes, which drops the stalls a neighbour causes (noise only ever adds time).
-    That minimum leaves out the flush inside the step, which lands on other steps in other
-    passes; what each pass spent flushing is timed apart, and the median pass's is added back."""
+    """Recorded steps over bare steps, alternated on the same model in one process, so that the
+    machine's drift over seconds hits both alike: the per-step cost of recording, flushes
+    included, without the run's fixed costs. Steps 0 to steps - 1 are recorded, so every
+    interval comes round as often as in a real run; each step's time is the least over `passes`
+    passes, which drops the stalls a neighbour causes (noise only ever adds time).
+
+    Each recorded step is followed by two bare steps: the first pays whatever the recorded step
+    left to the next one (memory handed back to the system and faulted in again, caches it
+    filled with its own data), the second, after a bare step, is the baseline; the difference
+    between the two is charged to the recorded step. The minimum leaves out the flush inside
+    the step, which lands on other steps in other passes; what each pass spent flushing is
+    timed apart, and the median pass's is added back."""
     steps = cfg.trainer.steps
-    recorded, bare = [math.inf] * steps, [math.inf] * steps
+    recorded, after_recorded, bare = [math.inf] * steps, [math.inf] * steps, [math.inf] * steps
     flushed = []  # (seconds, flushes) per pass
     with tempfile.TemporaryDirectory() as run_dir:
         run = build_run(validate(cfg), Path(run_dir), False, time.perf_counter(), None)
@@ -204,11 +218,14 @@ def step_ratio(cfg, passes: int) -> PerStep:
                 start = timer.start_step()
                 train_step(run, step)
                 middle = timer.end_step()
-                bare_step(run, step)
+                bare_step(run, step)  # pays what the recorded step left behind
+                after = time.perf_counter()
+                bare_step(run, step)  # after a bare step: the baseline
                 end = time.perf_counter()
                 spent += middle - start
                 recorded[step] = min(recorded[step], middle - start - (timer.seconds - flushing))
-                bare[step] = min(bare[step], end - middle)
+                after_recorded[step] = min(after_recorded[step], after - middle)
+                bare[step] = min(bare[step], end - after)
             if timer.count == 0 and spent > 2 * FLUSH_SECONDS:
                 raise RuntimeError("no flush went through the timer: has the engine's flush moved?")
             records = run.recorder.flush()  # what is pending at the end, as a run's close
@@ -218,7 +235,10 @@ def step_ratio(cfg, passes: int) -> PerStep:
         for sink in run.sinks:
             sink.close()
     seconds, count = sorted(flushed)[(passes - 1) // 2]  # the median pass (the lower of two)
-    return PerStep((sum(recorded) + seconds) / sum(bare), count, seconds / count)
+    left_behind = sum(after_recorded) - sum(bare)
+    return PerStep(
+        (sum(recorded) + left_behind + seconds) / sum(bare), count, seconds / count, left_behind / sum(bare)
+    )
 
 
 def gradexp_run(cfg) -> None:
@@ -290,9 +310,12 @@ def benchmark(title: str, configs: dict, one_step: dict, args) -> None:
         )
     bare, defaults, no_figures = (statistics.median(fixed[name]) for name in (BARE, DEFAULTS, NO_FIGURES))
     print(
-        f"per step: {args.steps} recorded steps alternated one by one with bare ones on the same model, "
-        f"each step's fastest of {args.passes} passes without the flush inside it; fixed costs not."
+        f"per step: {args.steps} recorded steps, each followed by two bare ones on the same model, "
+        f"each step's fastest of {args.passes} passes without the flush inside it, plus what the first "
+        f"bare step took more than the second; fixed costs not."
     )
+    left = ", ".join(f"{SHORT[name]} {100 * step.left_behind:+.1f}%" for name, step in per_step.items())
+    print(f"left to the next step (of a bare step, counted in): {left}.")
     default = per_step[DEFAULTS]
     print(
         f"flushes: timed apart and added back, the median pass's total (of {args.passes}), due after "

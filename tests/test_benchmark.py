@@ -46,7 +46,13 @@ def assert_a_table(stdout: str, title: str, variants: list[str] = VARIANTS) -> N
     assert [name for name, *_ in rows] == variants, stdout
     assert [flushes == "-" for *_, flushes in rows] == [True] + [False] * (len(variants) - 1)
     assert re.search(
-        r"^per step: 5 recorded steps .* without the flush inside it; fixed costs not\.$", stdout, re.M
+        r"^per step: 5 recorded steps, each followed by two bare ones .* without the flush inside it, "
+        r"plus what the first bare step took more than the second; fixed costs not\.$",
+        stdout,
+        re.M,
+    )
+    assert re.search(
+        r"^left to the next step \(of a bare step, counted in\): defaults [+-]\d+\.\d%", stdout, re.M
     )
     assert re.search(
         r"^flushes: timed apart and added back, .*: \d+ per pass, \d+\.\d+ ms each\.$", stdout, re.M
