@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
+from gradexp.run_files import is_sweep, sweep_record
 from gradexp.sinks.hparams import columns
 from gradexp.sweeps.naming import MAX_NAME, job_dir_name, naming_overrides
 from gradexp.sweeps.objective import objective
@@ -505,3 +506,18 @@ def test_sweep_job_figures_true_draws_each_jobs_figures_as_it_ends(tmp_path):
         drawn = sorted(p.name for p in (run / "figures").iterdir())
         assert drawn == ["gradient_flow.png", "norm_vs_depth.png"]
         assert not (run / "figure_data.json").exists()
+
+
+def test_a_sweeps_record_is_read_again_once_hydra_rewrites_it(tmp_path):
+    """A sweep's end asks Hydra's record (multirun.yaml) several questions and loads it once; a
+    record written anew (a resumed sweep's) is read anew, never answered from the old one."""
+    record = tmp_path / "multirun.yaml"
+    record.write_text("hydra:\n  job:\n    name: gradexp\n")
+    first = sweep_record(tmp_path)
+    assert first.job.name == "gradexp" and sweep_record(tmp_path) is first and is_sweep(tmp_path)
+    record.write_text("hydra:\n  job:\n    name: another_app\n")
+    assert sweep_record(tmp_path).job.name == "another_app" and not is_sweep(tmp_path)
+    record.unlink()
+    with pytest.raises(FileNotFoundError):
+        sweep_record(tmp_path)
+    assert not is_sweep(tmp_path)

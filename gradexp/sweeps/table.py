@@ -21,7 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 from gradexp.atomic import write_text_atomic
 from gradexp.config import sweeper
 from gradexp.provenance import HOW_IT_RAN
-from gradexp.run_files import FINISHED, HYDRA_DIR, MULTIRUN, STATUSES, SUMMARY, read_overrides, read_summary
+from gradexp.run_files import (
+    FINISHED,
+    HYDRA_DIR,
+    STATUSES,
+    SUMMARY,
+    read_overrides,
+    read_summary,
+    sweep_record,
+)
 from gradexp.sinks.summary import write_json_atomic
 from gradexp.sweeps.groups import SEED_KEY, Group, csv_columns, group_jobs
 from gradexp.sweeps.naming import EXCLUDE_KEY, RESOLVER, job_dir_name
@@ -159,7 +167,7 @@ def planned_sweep(root: Path) -> set[str]:
     """The keys a sweep varies, from Hydra's record of it (multirun.yaml): the command line's
     sweeps and the sweeper's params."""
     try:
-        hydra = OmegaConf.load(root / MULTIRUN).hydra
+        hydra = sweep_record(root)
         typed = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
         params = hydra.sweeper.get("params") or {}
     except Exception:  # noqa: BLE001 (no record, or one this version cannot read: judge by the jobs)
@@ -172,7 +180,7 @@ def planned_jobs(root: Path) -> list[tuple[str, list[str]]]:
     record of it, in the order Hydra's basic sweeper runs them; none for a sweep this cannot
     work out (a searching sweeper, a job directory pattern of the user's own)."""
     try:
-        hydra = OmegaConf.load(root / MULTIRUN).hydra
+        hydra = sweep_record(root)
         if hydra.sweeper._target_ not in sweeper.GRID_SWEEPERS:
             return []
         if RESOLVER not in str(OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")):
@@ -196,7 +204,7 @@ def resume_command(root: Path) -> str | None:
     """The command that goes on with the sweep in `root`: its grid and launcher, in the same
     directory, with sweep.resume=true (None when `root` is no sweep of gradexp's)."""
     try:
-        hydra = OmegaConf.load(root / MULTIRUN).hydra
+        hydra = sweep_record(root)
         own = [
             o
             for o in hydra.overrides.hydra
