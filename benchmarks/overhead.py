@@ -64,24 +64,24 @@ CUSTOM_TARGET = "custom_model.ResidualTower"  # benchmarks/ is sys.path[0] when 
 BARE = "bare PyTorch loop"
 DEFAULTS = "gradexp defaults (norms every 10, diagnostics every 50)"
 NO_FIGURES = "gradexp defaults without the end-of-run figures"
+EVERY_LAYER = "gradexp, every layer's norm every step, no diagnostics"
+EVERY_SIGNAL = "gradexp, every signal every step, histograms every 10"
+EVERY_HISTOGRAM = "gradexp, diagnostics=full (histograms every step too)"
 VARIANTS = {  # each variant's overrides on top of the model's
     BARE: [],
     DEFAULTS: [],
     NO_FIGURES: ["diagnostics.figures=false"],
-    "gradexp, every layer's norm every step, no diagnostics": ["trainer.log_every=1", "diagnostics=off"],
-    "gradexp, every signal every step, histograms every 10": [
-        "trainer.log_every=1",
-        "diagnostics=full",
-        "diagnostics.histograms_every=10",
-    ],
-    "gradexp, diagnostics=full (histograms every step too)": ["trainer.log_every=1", "diagnostics=full"],
+    EVERY_LAYER: ["trainer.log_every=1", "diagnostics=off"],
+    EVERY_SIGNAL: ["trainer.log_every=1", "diagnostics=full", "diagnostics.histograms_every=10"],
+    EVERY_HISTOGRAM: ["trainer.log_every=1", "diagnostics=full"],
 }
-SHORT = dict(  # each variant's name in the line of what it left to the next step
-    zip(
-        VARIANTS,
-        ["bare", "defaults", "defaults without figures", "every layer", "every signal", "every histogram"],
-    )
-)
+SHORT = {  # each gradexp variant's name in the line of what it left to the next step
+    DEFAULTS: "defaults",
+    NO_FIGURES: "defaults without figures",
+    EVERY_LAYER: "every layer",
+    EVERY_SIGNAL: "every signal",
+    EVERY_HISTOGRAM: "every histogram",
+}
 
 
 def bare_loop(cfg) -> None:
