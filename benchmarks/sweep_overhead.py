@@ -20,12 +20,20 @@ script's own start and end (Python, `import torch`, the first optimizer, which i
 TorchDynamo, and the interpreter's teardown, which gradexp's commands skip: process_exit.py):
 it is timed apart, in a fresh process, and printed beside it.
 
-Joblib's speed-up over the basic launcher is given twice: for the larger grid as a whole
-(both pay the sweep's own start; joblib's workers each pay a PyTorch start too), and per job
-(the time one more job adds to the grid), which is what a large grid's wall time follows.
+Joblib's speed-up over the basic launcher is given three ways: for the larger grid as a whole
+(both pay the sweep's own start; joblib's workers each pay a PyTorch start too); per job, from
+the two grid sizes (the time one more job adds to the grid, which is what a large grid's wall
+time follows); and per job from the jobs' own ends inside each larger sweep (`summary.json`,
+each job's last file, written as it ends): the time from the second job's end to the last's,
+over the jobs after the second (the grid's third job to its last, the same jobs under both
+launchers). By then both of joblib's workers have started and run their first job, so this
+rate is what the two-grid figure estimates, without the subtraction of two whole sweeps' times,
+each of which carries the machine's noise of its own tens of seconds.
 """
 
 import argparse
+import glob
+import os
 import statistics
 import subprocess
 import sys
@@ -68,6 +76,16 @@ def grid_overrides(jobs: int) -> list[str]:
     return [f"model.depth={','.join(depths(jobs))}", "trainer.seed=0,1"]
 
 
+def per_job_after_the_second(sweep_dir: str) -> float:
+    """Seconds per job from the second job's end to the last's, read off their `summary.json`
+    (see the module's docstring); the sweep's jobs end in the grid's order, two at a time under
+    joblib's two workers."""
+    ends = sorted(os.path.getmtime(path) for path in glob.glob(f"{sweep_dir}/*/summary.json"))
+    if len(ends) < 3:
+        raise SystemExit(f"{sweep_dir}: {len(ends)} jobs ended; the rate needs 3 or more")
+    return (ends[-1] - ends[1]) / (len(ends) - 2)
+
+
 def time_plain_loop(jobs: int, fixed: list[str]) -> float:
     """The plain loop over a grid's models, timed after a warm-up (the imports, and TorchDynamo's,
     which the first optimizer pulls in): what `--plain-of` prints, in a fresh process."""
@@ -102,7 +120,10 @@ def main() -> None:
         child = subprocess.run([sys.executable, __file__, *size], check=True, capture_output=True, text=True)
         return float(child.stdout.split()[-1])
 
+    rates: dict[str, list[float]] = {"basic": [], "joblib": []}
+
     def sweep(jobs: int, *launcher: str) -> None:
+        """One sweep; the larger grid's per-job rate is kept (per_job_after_the_second)."""
         with tempfile.TemporaryDirectory() as root:
             command = [
                 sys.executable,
@@ -115,6 +136,8 @@ def main() -> None:
                 f"hydra.sweep.dir={root}/s",
             ]
             subprocess.run(command, check=True, capture_output=True, cwd=root)
+            if jobs == large:
+                rates["joblib" if launcher else "basic"].append(per_job_after_the_second(f"{root}/s"))
 
     def pytorch_start() -> None:
         script = "import torch; torch.optim.Adam([torch.zeros(1, requires_grad=True)])"
@@ -161,6 +184,11 @@ def main() -> None:
     print(
         f"  joblib speed-up per job:                       {sweep_per_job / joblib_per_job:6.2f}x"
         f"   ({sweep_per_job:.2f} s a job, against {joblib_per_job:.2f} s)"
+    )
+    basic_rate, joblib_rate = (statistics.median(rates[n]) for n in ("basic", "joblib"))
+    print(
+        f"  joblib speed-up per job, inside the sweeps:    {basic_rate / joblib_rate:6.2f}x"
+        f"   ({basic_rate:.3f} s a job, against {joblib_rate:.3f} s: jobs 3 to {large} of {large})"
     )
 
 

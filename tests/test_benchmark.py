@@ -99,6 +99,12 @@ def test_sweep_benchmark_prints_per_job_overhead_and_joblib_speed_up():
     assert re.search(rf"paid once: +{n} s\n +of it, a PyTorch script's own start: +{n} s", stdout)
     assert re.search(rf"joblib speed-up, 4 jobs as a whole: +{n}x", stdout)
     assert re.search(rf"joblib speed-up per job: +{n}x +\({n} s a job, against {n} s\)", stdout)
+    inside = re.search(
+        rf"per job, inside the sweeps: +({n})x +\(({n}) s a job, against ({n}) s: jobs 3 to 4", stdout
+    )
+    assert inside, stdout  # the rate from the jobs' own ends in each 4-job sweep
+    ratio, basic, joblib = (float(inside.group(i)) for i in (1, 2, 3))
+    assert basic > 0 and joblib > 0 and abs(ratio - basic / joblib) < 0.03 * ratio + 0.01
 
 
 def test_sweep_inside_benchmark_prints_each_part_of_a_jobs_cost_and_their_sum():
