@@ -107,7 +107,7 @@ def time_plain_loop(jobs: int, fixed: list[str]) -> float:
 def main() -> None:
     args = grid_arguments(__doc__.splitlines()[0], "the larger grid's size (even)", two_grids=True)
     fixed = fixed_overrides(args.steps, args.width)
-    sizes = (args.small or args.jobs // 2, args.jobs)
+    small, large = args.small or args.jobs // 2, args.jobs
     if args.plain_of:
         print(f"{time_plain_loop(args.plain_of, fixed):.4f}")
         return
@@ -143,7 +143,6 @@ def main() -> None:
         script = "import torch; torch.optim.Adam([torch.zeros(1, requires_grad=True)])"
         subprocess.run([sys.executable, "-c", script], check=True)
 
-    small, large = sizes
     joblib = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     variants = {
         f"plain loop, {small} models": lambda: plain(small),

@@ -15,6 +15,7 @@ FIGURE_DATA = "figure_data.json"  # what they are drawn from, when a sweep's job
 MULTIRUN = "multirun.yaml"  # Hydra's record of a sweep, in the sweep directory
 STATUSES = ("completed", "diverged", "failed", "interrupted", "unfinished")
 FINISHED = ("completed", "diverged")  # results; the other statuses mean the run did not run through
+_RECORDS: dict[tuple, DictConfig] = {}  # the sweep record last loaded (sweep_record), by file version
 
 
 def is_run(path: Path) -> bool:
@@ -42,9 +43,6 @@ def sweep_record(path: Path) -> DictConfig:
         _RECORDS.clear()  # one sweep at a time
         _RECORDS[key] = OmegaConf.load(file).hydra
     return _RECORDS[key]
-
-
-_RECORDS: dict[tuple, DictConfig] = {}
 
 
 def read_summary(run: Path) -> dict:
