@@ -49,6 +49,18 @@ def slurm_env(tmp_path_factory) -> dict[str, str]:
     return {**os.environ, "SLURM_CONF": conf, "COLUMNS": "200"}
 
 
+def test_the_cluster_node_has_every_core_even_when_started_under_one_openmp_thread(slurm_env):
+    """The test suite runs with OMP_NUM_THREADS=1, which coreutils' nproc obeys: the node must
+    still get every core, or a job of the launcher's default 2 CPUs never starts."""
+    one_thread = {**slurm_env, "OMP_NUM_THREADS": "1"}
+    started = subprocess.run(
+        [str(CLUSTER), "start"], env=one_thread, capture_output=True, text=True, timeout=600
+    )
+    assert started.returncode == 0, started.stderr
+    conf = Path(slurm_env["SLURM_CONF"]).read_text()
+    assert f" CPUs={len(os.sched_getaffinity(0))} " in conf, conf
+
+
 def test_a_sweep_runs_as_a_job_array_and_a_cancelled_job_resumes(tmp_path, slurm_env):
     started = "sweep/001_*/events.out.tfevents.*"
     sweep = start_gradexp(SWEEP, tmp_path, started, env=slurm_env, timeout=180, poll=0.3)
