@@ -61,6 +61,24 @@ def test_the_cluster_node_has_every_core_even_when_started_under_one_openmp_thre
     assert f" CPUs={len(os.sched_getaffinity(0))} " in conf, conf
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell the CPU counts apart")
+def test_a_cluster_started_again_with_another_configuration_runs_with_the_new_one(slurm_env):
+    """Started on one core (taskset), the node has 1 CPU; started again with every core, it has
+    them all: running daemons are restarted when the configuration they read has changed, where
+    they would otherwise keep the old one until `stop`."""
+
+    def start_and_read_cpus(*prefix: str) -> str:
+        started = subprocess.run(
+            [*prefix, str(CLUSTER), "start"], env=slurm_env, capture_output=True, text=True, timeout=600
+        )
+        assert started.returncode == 0, started.stderr
+        sinfo = subprocess.run(["sinfo", "-h", "-o", "%c"], env=slurm_env, capture_output=True, text=True)
+        return sinfo.stdout.strip()
+
+    assert start_and_read_cpus("taskset", "-c", "0") == "1"
+    assert start_and_read_cpus() == str(len(os.sched_getaffinity(0)))
+
+
 def test_a_sweep_runs_as_a_job_array_and_a_cancelled_job_resumes(tmp_path, slurm_env):
     started = "sweep/001_*/events.out.tfevents.*"
     sweep = start_gradexp(SWEEP, tmp_path, started, env=slurm_env, timeout=180, poll=0.3)
