@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,17 +34,32 @@ SWEEP = [
 ]
 
 
+@pytest.fixture
+def slurm_env(started_cluster: dict[str, str], tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The environment in which SLURM's commands reach the test cluster, which is this test's
+    alone while it runs: the test processes take turns through the lock that starting it takes,
+    so that a test that restarts its daemons never does so under another test's jobs."""
+    with _cluster_lock(tmp_path_factory):
+        yield started_cluster
+
+
+@contextmanager
+def _cluster_lock(tmp_path_factory) -> Iterator[None]:
+    with open(tmp_path_factory.getbasetemp().parent / "slurm-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
-def slurm_env(tmp_path_factory) -> dict[str, str]:
-    """The environment in which SLURM's commands reach the test cluster, started once (the test
-    processes take turns through a lock; starting a cluster that is up does nothing)."""
+def started_cluster(tmp_path_factory) -> dict[str, str]:
+    """The cluster, started once per test process (starting a cluster that is up with the same
+    configuration does nothing)."""
     if os.geteuid() != 0:
         pytest.skip("starting slurmctld and slurmd needs root")
     if shutil.which("slurmctld", path=f"{os.environ.get('PATH', '')}:/usr/sbin") is None:
         pytest.skip("SLURM is not installed: tests/slurm/cluster start installs it from Debian's packages")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
-    with open(tmp_path_factory.getbasetemp().parent / "slurm-cluster.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _cluster_lock(tmp_path_factory):
         started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
     assert started.returncode == 0, started.stderr
     conf = started.stdout.strip().rpartition("SLURM_CONF=")[2]
