@@ -43,6 +43,15 @@ def slurm_env(started_cluster: dict[str, str], tmp_path_factory) -> Iterator[dic
         yield started_cluster
 
 
+def start_cluster(*prefix: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`tests/slurm/cluster start` (after `prefix`, a command it runs under), which must succeed."""
+    started = subprocess.run(
+        [*prefix, str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert started.returncode == 0, started.stderr
+    return started
+
+
 @contextmanager
 def _cluster_lock(tmp_path_factory) -> Iterator[None]:
     with open(tmp_path_factory.getbasetemp().parent / "slurm-cluster.lock", "w") as lock:
@@ -60,8 +69,7 @@ def started_cluster(tmp_path_factory) -> dict[str, str]:
         pytest.skip("SLURM is not installed: tests/slurm/cluster start installs it from Debian's packages")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
     with _cluster_lock(tmp_path_factory):
-        started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
-    assert started.returncode == 0, started.stderr
+        started = start_cluster()
     conf = started.stdout.strip().rpartition("SLURM_CONF=")[2]
     return {**os.environ, "SLURM_CONF": conf, "COLUMNS": "200"}
 
@@ -69,11 +77,7 @@ def started_cluster(tmp_path_factory) -> dict[str, str]:
 def test_the_cluster_node_has_every_core_even_when_started_under_one_openmp_thread(slurm_env):
     """The test suite runs with OMP_NUM_THREADS=1, which coreutils' nproc obeys: the node must
     still get every core, or a job of the launcher's default 2 CPUs never starts."""
-    one_thread = {**slurm_env, "OMP_NUM_THREADS": "1"}
-    started = subprocess.run(
-        [str(CLUSTER), "start"], env=one_thread, capture_output=True, text=True, timeout=600
-    )
-    assert started.returncode == 0, started.stderr
+    start_cluster(env={**slurm_env, "OMP_NUM_THREADS": "1"})
     conf = Path(slurm_env["SLURM_CONF"]).read_text()
     assert f" CPUs={len(os.sched_getaffinity(0))} " in conf, conf
 
@@ -85,10 +89,7 @@ def test_a_cluster_started_again_with_another_configuration_runs_with_the_new_on
     they would otherwise keep the old one until `stop`."""
 
     def start_and_read_cpus(*prefix: str) -> str:
-        started = subprocess.run(
-            [*prefix, str(CLUSTER), "start"], env=slurm_env, capture_output=True, text=True, timeout=600
-        )
-        assert started.returncode == 0, started.stderr
+        start_cluster(*prefix, env=slurm_env)
         sinfo = subprocess.run(["sinfo", "-h", "-o", "%c"], env=slurm_env, capture_output=True, text=True)
         return sinfo.stdout.strip()
 
