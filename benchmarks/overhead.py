@@ -30,6 +30,11 @@ flushes on the recorded steps' own clock, which leaves out the bare steps in bet
 what is pending at their end, as a run does: a pass flushes as often as the run it stands for.
 The table's flushes/pass column gives, per variant, that pass's flushes and their mean cost.
 
+With the every-layer variant comes its floor, measured the same way: the bare loop reading each
+gradient once after the backward pass (a dot product each, nothing recorded). No recording of
+every layer's gradient norm can cost less; the line under the table says how far above it the
+every-layer variant is.
+
 Targets, per step, on the MLP and on the custom model alike: <= 1.03x for every layer's norm at
 every step, <= 1.05x for the defaults (norms every 10 steps, diagnostics every 50), <= 1.25x with
 every signal at every step (histograms every 10; the last row shows what drawing them at every
@@ -41,6 +46,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +70,7 @@ CUSTOM_TARGET = "custom_model.ResidualTower"  # benchmarks/ is sys.path[0] when 
 BARE = "bare PyTorch loop"
 DEFAULTS = "gradexp defaults (norms every 10, diagnostics every 50)"
 NO_FIGURES = "gradexp defaults without the end-of-run figures"
+FLOOR = "floor: the bare loop reading every gradient once"
 EVERY_LAYER = "gradexp, every layer's norm every step, no diagnostics"
 EVERY_SIGNAL = "gradexp, every signal every step, histograms every 10"
 EVERY_HISTOGRAM = "gradexp, diagnostics=full (histograms every step too)"
@@ -71,6 +78,7 @@ VARIANTS = {  # each variant's overrides on top of the model's
     BARE: [],
     DEFAULTS: [],
     NO_FIGURES: ["diagnostics.figures=false"],
+    FLOOR: [],
     EVERY_LAYER: ["trainer.log_every=1", "diagnostics=off"],
     EVERY_SIGNAL: ["trainer.log_every=1", "diagnostics=full", "diagnostics.histograms_every=10"],
     EVERY_HISTOGRAM: ["trainer.log_every=1", "diagnostics=full"],
@@ -78,14 +86,16 @@ VARIANTS = {  # each variant's overrides on top of the model's
 SHORT = {  # each gradexp variant's name in the line of what it left to the next step
     DEFAULTS: "defaults",
     NO_FIGURES: "defaults without figures",
+    FLOOR: "floor",
     EVERY_LAYER: "every layer",
     EVERY_SIGNAL: "every signal",
     EVERY_HISTOGRAM: "every histogram",
 }
 
 
-def bare_loop(cfg) -> None:
-    """What a researcher would write by hand: no recording, the same work otherwise."""
+def bare_loop(cfg, read_gradients: bool = False) -> None:
+    """What a researcher would write by hand: no recording, the same work otherwise.
+    `read_gradients`: each step also reads every gradient once (the floor)."""
     c = validate(cfg)
     t = c.trainer
     torch.manual_seed(t.seed)
@@ -94,20 +104,34 @@ def bare_loop(cfg) -> None:
     optimizer = OPTIMIZERS[c.optimizer.name](model.parameters(), c.optimizer)
     batches = Batches(task, t.batch_size, t.seed)
     precision = Precision(t.precision, t.loss_scale, torch.device("cpu"))
+    after_backward = every_gradient_read(model) if read_gradients else None
     for step in range(t.steps):
-        bare_update(model, optimizer, task, batches, step % t.eval_every == 0, precision)
+        bare_update(model, optimizer, task, batches, step % t.eval_every == 0, precision, after_backward)
     validate_once(model, task, precision)  # the final evaluation
 
 
-def bare_step(run: Run, step: int) -> None:
+def floor_loop(cfg) -> None:
+    bare_loop(cfg, read_gradients=True)
+
+
+def bare_step(run: Run, step: int, after_backward: Callable[[], object] | None = None) -> None:
     """The bare loop's step, on a gradexp run's own model, optimizer and batches."""
     evaluate = step % run.config.trainer.eval_every == 0
-    bare_update(run.model, run.optimizer, run.task, run.batches, evaluate, run.precision)
+    bare_update(run.model, run.optimizer, run.task, run.batches, evaluate, run.precision, after_backward)
 
 
-def bare_update(model, optimizer, task, batches: Batches, evaluate: bool, precision: Precision) -> None:
+def bare_update(
+    model,
+    optimizer,
+    task,
+    batches: Batches,
+    evaluate: bool,
+    precision: Precision,
+    after_backward: Callable[[], object] | None = None,
+) -> None:
     """One step of the bare loop: the validation loss when due, then an update (under autocast
-    and with a GradScaler where the precision asks for them)."""
+    and with a GradScaler where the precision asks for them). `after_backward`: called between
+    the backward pass and the update."""
     if evaluate:
         validate_once(model, task, precision)
     optimizer.zero_grad(set_to_none=True)
@@ -115,7 +139,23 @@ def bare_update(model, optimizer, task, batches: Batches, evaluate: bool, precis
     with precision.autocast():
         loss = cross_entropy(model(x), y)
     precision.scale(loss).backward()
+    if after_backward is not None:
+        after_backward()
     precision.step(optimizer)
+
+
+def every_gradient_read(model) -> Callable[[], torch.Tensor]:
+    """The floor of every layer's norm: each gradient read once, as the sum of its squares (a
+    dot product of the flattened gradient with itself, the cheapest such pass on a CPU), stacked
+    and left on the device. No range check, no square root, nothing recorded."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def read() -> torch.Tensor:
+        return torch.stack(
+            [torch.dot(g, g) for g in (p.grad.flatten() for p in params if p.grad is not None)]
+        )
+
+    return read
 
 
 def cross_entropy(output, target):
@@ -187,11 +227,11 @@ class PerStep:
 
     ratio: float  # recorded steps with their flushes, and what they left to the next, over bare steps
     flushes: int  # the median pass's flushes
-    flush_seconds: float  # their mean cost
+    flush_seconds: float  # their mean cost (0 without flushes)
     left_behind: float  # what the recorded steps left to the steps after them, as a share of a bare step
 
 
-def step_ratio(cfg, passes: int) -> PerStep:
+def step_ratio(cfg, passes: int, floor: bool = False) -> PerStep:
     """Recorded steps over bare steps, alternated on the same model in one process, so that the
     machine's drift over seconds hits both alike: the per-step cost of recording, flushes
     included, without the run's fixed costs. Steps 0 to steps - 1 are recorded, so every
@@ -203,20 +243,27 @@ def step_ratio(cfg, passes: int) -> PerStep:
     filled with its own data), the second, after a bare step, is the baseline; the difference
     between the two is charged to the recorded step. The minimum leaves out the flush inside
     the step, which lands on other steps in other passes; what each pass spent flushing is
-    timed apart, and the median pass's is added back."""
+    timed apart, and the median pass's is added back.
+
+    `floor`: the recorded step is the floor's instead, a bare step that reads every gradient
+    once (`every_gradient_read`), timed the same way."""
     steps = cfg.trainer.steps
     recorded, after_recorded, bare = [math.inf] * steps, [math.inf] * steps, [math.inf] * steps
     flushed = []  # (seconds, flushes) per pass
     with tempfile.TemporaryDirectory() as run_dir:
         run = build_run(validate(cfg), Path(run_dir), False, time.perf_counter(), None)
         timer = FlushTimer(run)
+        read = every_gradient_read(run.model) if floor else None
         for _ in range(passes):
             timer.start_pass()
             spent = 0.0  # in recorded steps, this pass
             for step in range(steps):
                 flushing = timer.seconds
                 start = timer.start_step()
-                train_step(run, step)
+                if floor:
+                    bare_step(run, step, read)
+                else:
+                    train_step(run, step)
                 middle = timer.end_step()
                 bare_step(run, step)  # pays what the recorded step left behind
                 after = time.perf_counter()
@@ -226,18 +273,22 @@ def step_ratio(cfg, passes: int) -> PerStep:
                 recorded[step] = min(recorded[step], middle - start - (timer.seconds - flushing))
                 after_recorded[step] = min(after_recorded[step], after - middle)
                 bare[step] = min(bare[step], end - after)
-            if timer.count == 0 and spent > 2 * FLUSH_SECONDS:
-                raise RuntimeError("no flush went through the timer: has the engine's flush moved?")
-            records = run.recorder.flush()  # what is pending at the end, as a run's close
-            for sink in run.sinks:
-                sink.write(records)
+            if not floor:  # the floor records nothing, so it has nothing to flush
+                if timer.count == 0 and spent > 2 * FLUSH_SECONDS:
+                    raise RuntimeError("no flush went through the timer: has the engine's flush moved?")
+                records = run.recorder.flush()  # what is pending at the end, as a run's close
+                for sink in run.sinks:
+                    sink.write(records)
             flushed.append((timer.seconds, timer.count))
         for sink in run.sinks:
             sink.close()
     seconds, count = sorted(flushed)[(passes - 1) // 2]  # the median pass (the lower of two)
     left_behind = sum(after_recorded) - sum(bare)
     return PerStep(
-        (sum(recorded) + left_behind + seconds) / sum(bare), count, seconds / count, left_behind / sum(bare)
+        (sum(recorded) + left_behind + seconds) / sum(bare),
+        count,
+        seconds / count if count else 0.0,
+        left_behind / sum(bare),
     )
 
 
@@ -265,15 +316,19 @@ def alternate(configs: dict, repeats: int) -> dict[str, list[float]]:
 def compose_variants(base: list[str], only: list[str] | None = None) -> tuple[dict, dict]:
     """Every variant's (function, config), and the first three cut to one step: what a run
     costs whatever its length. `only`: the bare loop, the defaults and the variants whose names
-    contain one of these. Call inside Hydra's initialize_config_dir."""
-    chosen = {
-        name: extra
-        for name, extra in VARIANTS.items()
-        if only is None or name in (BARE, DEFAULTS, NO_FIGURES) or any(part in name for part in only)
-    }
+    contain one of these (and the floor with the every-layer variant). Call inside Hydra's
+    initialize_config_dir."""
+
+    def chosen(name: str) -> bool:
+        if only is None or name in (BARE, DEFAULTS, NO_FIGURES):
+            return True
+        return any(part in name for part in only) or (name == FLOOR and chosen(EVERY_LAYER))
+
+    loops = {BARE: bare_loop, FLOOR: floor_loop}
     configs = {
-        name: (bare_loop if name == BARE else gradexp_run, compose("config", overrides=[*base, *extra]))
-        for name, extra in chosen.items()
+        name: (loops.get(name, gradexp_run), compose("config", overrides=[*base, *extra]))
+        for name, extra in VARIANTS.items()
+        if chosen(name)
     }
     one_step = {
         name: (configs[name][0], compose("config", overrides=[*base, *VARIANTS[name], "trainer.steps=1"]))
@@ -286,7 +341,11 @@ def benchmark(title: str, configs: dict, one_step: dict, args) -> None:
     """Measure one model's variants and print its table, against its own bare loop."""
     times = alternate(configs, args.repeats)
     fixed = alternate(one_step, args.fixed_repeats)
-    per_step = {name: step_ratio(cfg, args.passes) for name, (_, cfg) in configs.items() if name != BARE}
+    per_step = {
+        name: step_ratio(cfg, args.passes, floor=name == FLOOR)
+        for name, (_, cfg) in configs.items()
+        if name != BARE
+    }
 
     print(
         f"{title}, batch {args.batch_size}, {args.steps} steps, adam, CPU with "
@@ -302,7 +361,7 @@ def benchmark(title: str, configs: dict, one_step: dict, args) -> None:
         # the fastest runs' ratio discards the repeats that a neighbour slowed down (noise only adds)
         ratios = [t / b for t, b in zip(times[name], times[BARE])]
         step = per_step.get(name)
-        flushes = f"{step.flushes} x {1000 * step.flush_seconds:.2f} ms" if step else "-"
+        flushes = f"{step.flushes} x {1000 * step.flush_seconds:.2f} ms" if step and step.flushes else "-"
         print(
             f"  {name:<58} {statistics.median(times[name]):7.3f} s  {statistics.median(ratios):7.3f}x"
             f"  {min(times[name]) / fastest_bare:7.3f}x  {step.ratio if step else 1:7.3f}x"
@@ -316,6 +375,12 @@ def benchmark(title: str, configs: dict, one_step: dict, args) -> None:
     )
     left = ", ".join(f"{SHORT[name]} {100 * step.left_behind:+.1f}%" for name, step in per_step.items())
     print(f"left to the next step (of a bare step, counted in): {left}.")
+    if FLOOR in per_step and EVERY_LAYER in per_step:
+        above = per_step[EVERY_LAYER].ratio - per_step[FLOOR].ratio
+        print(
+            f"every layer's norm above its floor (the bare loop reading every gradient once, a dot "
+            f"product each, per step as above): {100 * above:+.1f}% of a bare step."
+        )
     default = per_step[DEFAULTS]
     print(
         f"flushes: timed apart and added back, the median pass's total (of {args.passes}), due after "

@@ -13,6 +13,7 @@ VARIANTS = [
     "bare PyTorch loop",
     "gradexp defaults (norms every 10, diagnostics every 50)",
     "gradexp defaults without the end-of-run figures",
+    "floor: the bare loop reading every gradient once",
     "gradexp, every layer's norm every step, no diagnostics",
     "gradexp, every signal every step, histograms every 10",
     "gradexp, diagnostics=full (histograms every step too)",
@@ -44,7 +45,8 @@ def assert_a_table(stdout: str, title: str, variants: list[str] = VARIANTS) -> N
     assert re.search(rf"^{re.escape(title)}, batch \d+, 5 steps", stdout, re.M), stdout
     rows = re.findall(ROW, stdout, re.M)
     assert [name for name, *_ in rows] == variants, stdout
-    assert [flushes == "-" for *_, flushes in rows] == [True] + [False] * (len(variants) - 1)
+    unrecorded = ("bare PyTorch loop", "floor: the bare loop reading every gradient once")
+    assert [flushes == "-" for *_, flushes in rows] == [name in unrecorded for name in variants]
     assert re.search(
         r"^per step: 5 recorded steps, each followed by two bare ones .* without the flush inside it, "
         r"plus what the first bare step took more than the second; fixed costs not\.$",
@@ -54,6 +56,13 @@ def assert_a_table(stdout: str, title: str, variants: list[str] = VARIANTS) -> N
     assert re.search(
         r"^left to the next step \(of a bare step, counted in\): defaults [+-]\d+\.\d%", stdout, re.M
     )
+    floor = re.search(
+        r"^every layer's norm above its floor \(.*\): ([+-]\d+\.\d)% of a bare step\.$", stdout, re.M
+    )
+    assert floor, stdout
+    per_step = {name: float(step) for name, _, _, step, _ in rows}
+    above = 100 * (per_step[VARIANTS[4]] - per_step[VARIANTS[3]])
+    assert abs(above - float(floor.group(1))) <= 0.11, stdout  # the two ratios are rounded
     assert re.search(
         r"^flushes: timed apart and added back, .*: \d+ per pass, \d+\.\d+ ms each\.$", stdout, re.M
     )
@@ -75,9 +84,9 @@ def test_overhead_benchmark_on_the_resnet_and_the_transformer_prints_a_ratio_per
     """The norm row alone (--variants): every variant of both took a sixth of the suite's time."""
     norm = ["--variants", "norm every step"]
     stdout = run_overhead("--model", "resnet", "--cnn-depth", "2", *norm)
-    assert_a_table(stdout, "ResNet depth 2 channels 16, 16x16 images", VARIANTS[:4])
+    assert_a_table(stdout, "ResNet depth 2 channels 16, 16x16 images", VARIANTS[:5])
     stdout = run_overhead("--model", "transformer", "--transformer-depth", "1", *norm)
-    assert_a_table(stdout, "Pre-LN Transformer depth 1 d_model 64, 32 tokens", VARIANTS[:4])
+    assert_a_table(stdout, "Pre-LN Transformer depth 1 d_model 64, 32 tokens", VARIANTS[:5])
 
 
 def test_the_custom_model_is_a_pre_ln_residual_tower():
@@ -128,11 +137,12 @@ def test_sweep_inside_benchmark_prints_each_part_of_a_jobs_cost_and_their_sum():
 
 
 def test_overhead_benchmark_in_fp16_prints_a_table_against_a_bare_fp16_loop():
-    """With --variants, the bare loop, the defaults and the variants named: the norm row."""
+    """With --variants, the bare loop, the defaults and the variants named: the norm row, and with
+    it its floor."""
     stdout = run_overhead(
         "--model", "mlp", "--depth", "2", "--precision", "fp16", "--variants", "norm every step"
     )
-    assert_a_table(stdout, "MLP depth 2 width 8, fp16 autocast with a dynamic loss scale", VARIANTS[:4])
+    assert_a_table(stdout, "MLP depth 2 width 8, fp16 autocast with a dynamic loss scale", VARIANTS[:5])
 
 
 def test_norms_benchmark_prints_each_case_against_the_plain_norm():
