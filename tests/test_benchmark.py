@@ -18,6 +18,7 @@ VARIANTS = [
     "gradexp, every signal every step, histograms every 10",
     "gradexp, diagnostics=full (histograms every step too)",
 ]
+BARE, FLOOR, EVERY_LAYER = VARIANTS[0], VARIANTS[3], VARIANTS[4]
 # name, median time, median ratio, fastest ratio, per-step ratio, flushes per pass x mean cost
 ROW = r"^  (\S.*?) +\d+\.\d+ s +(\d+\.\d+)x +(\d+\.\d+)x +(\d+\.\d+)x +(-|\d+ x \d+\.\d+ ms) +\d"
 
@@ -45,8 +46,7 @@ def assert_a_table(stdout: str, title: str, variants: list[str] = VARIANTS) -> N
     assert re.search(rf"^{re.escape(title)}, batch \d+, 5 steps", stdout, re.M), stdout
     rows = re.findall(ROW, stdout, re.M)
     assert [name for name, *_ in rows] == variants, stdout
-    unrecorded = ("bare PyTorch loop", "floor: the bare loop reading every gradient once")
-    assert [flushes == "-" for *_, flushes in rows] == [name in unrecorded for name in variants]
+    assert [flushes == "-" for *_, flushes in rows] == [name in (BARE, FLOOR) for name in variants]
     assert re.search(
         r"^per step: 5 recorded steps, each followed by two bare ones .* without the flush inside it, "
         r"plus what the first bare step took more than the second; fixed costs not\.$",
@@ -61,7 +61,7 @@ def assert_a_table(stdout: str, title: str, variants: list[str] = VARIANTS) -> N
     )
     assert floor, stdout
     per_step = {name: float(step) for name, _, _, step, _ in rows}
-    above = 100 * (per_step[VARIANTS[4]] - per_step[VARIANTS[3]])
+    above = 100 * (per_step[EVERY_LAYER] - per_step[FLOOR])
     assert abs(above - float(floor.group(1))) <= 0.11, stdout  # the two ratios are rounded
     assert re.search(
         r"^flushes: timed apart and added back, .*: \d+ per pass, \d+\.\d+ ms each\.$", stdout, re.M
